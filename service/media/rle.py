@@ -1,0 +1,232 @@
+"""COCO RLE JSON masks (pycocotools): parse, decode, encode and stream-write.
+
+Overlaps: when RLE entries overlap in one frame, the LATER entry wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from .errors import MediaError
+
+
+def check_object_ids(ids: Sequence[int], what: str) -> None:
+    bad = [i for i in ids if not 1 <= int(i) <= 255]
+    if bad:
+        raise MediaError(
+            "bad_object_id", f"{what}: object id {bad[0]} is outside 1..255 (0 is background)."
+        )
+    if len(set(ids)) != len(ids):
+        raise MediaError("bad_object_id", f"{what}: object ids {list(ids)} are not unique.")
+
+
+
+def as_labels(labels: np.ndarray) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 2:
+        raise ValueError(f"label map must be 2-D, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError("label values must be in 0..255")
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+# ---------------------------------------------------------------- COCO RLE
+
+
+@dataclass
+class RleEntry:
+    """One decoded RLE object mask."""
+
+    frame: int
+    obj_id: int
+    mask: np.ndarray  # HxW bool
+
+
+@dataclass
+class RleDocument:
+    """Parsed RLE JSON: entries, listed frames, and whether it is our writer's format."""
+
+    entries: list[RleEntry]
+    frames: list[int]
+    size: tuple[int, int] | None
+    writer_format: bool
+
+
+def _decode_segmentation(seg: Any, where: str, name: str) -> np.ndarray:
+    if not isinstance(seg, dict) or "size" not in seg or "counts" not in seg:
+        raise MediaError(
+            "mask_unreadable",
+            f"{name}: {where} needs a 'segmentation' with 'size' [h, w] and 'counts' "
+            "(COCO RLE; polygons are not supported).",
+        )
+    try:
+        h, w = (int(v) for v in seg["size"])
+        counts = seg["counts"]
+        if isinstance(counts, list):
+            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+        elif isinstance(counts, str | bytes):
+            rle = {"size": [h, w], "counts": counts.encode() if isinstance(counts, str) else counts}
+        else:
+            raise TypeError("'counts' must be a string or a list of ints")
+        mask = np.asarray(mask_utils.decode(rle))
+    except (TypeError, ValueError, KeyError) as e:
+        raise MediaError("mask_unreadable", f"{name}: {where} is not valid COCO RLE ({e}).") from e
+    if mask.shape != (h, w):
+        raise MediaError("mask_unreadable", f"{name}: {where} does not decode to {h}x{w}.")
+    return mask.astype(bool)
+
+
+def _int_field(entry: dict[str, Any], key: str, default: int | None, where: str, name: str) -> int:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MediaError("mask_unreadable", f"{name}: {where} needs an integer {key!r}.")
+    return value
+
+
+def parse_rle(path_or_obj: str | Path | Any) -> RleDocument:
+    """Parse an RLE JSON file or already-loaded object into decoded entries."""
+    if isinstance(path_or_obj, str | Path):
+        name = Path(path_or_obj).name
+        try:
+            obj = json.loads(Path(path_or_obj).read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise MediaError("mask_unreadable", f"mask file {str(path_or_obj)!r} not found.") from e
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise MediaError("mask_unreadable", f"{name}: not valid JSON ({e}).") from e
+    else:
+        obj, name = path_or_obj, "RLE masks"
+    entries: list[RleEntry] = []
+    frames: list[int] = []
+    size: tuple[int, int] | None = None
+    writer = isinstance(obj, dict) and "frames" in obj
+    if writer:
+        if "height" in obj and "width" in obj:
+            size = (int(obj["height"]), int(obj["width"]))
+        raw: list[tuple[int, dict[str, Any]]] = []
+        for k, fr in enumerate(obj["frames"]):
+            if not isinstance(fr, dict) or not isinstance(fr.get("objects"), list):
+                raise MediaError("mask_unreadable", f"{name}: frames[{k}] needs an 'objects' list.")
+            fi = _int_field(fr, "frame", None, f"frames[{k}]", name)
+            frames.append(fi)
+            raw += [(fi, o) for o in fr["objects"]]
+    elif isinstance(obj, list | dict):
+        items = obj if isinstance(obj, list) else [obj]
+        raw = []
+        for k, o in enumerate(items):
+            if not isinstance(o, dict):
+                raise MediaError("mask_unreadable", f"{name}: entry {k} is not an object.")
+            raw.append((_int_field(o, "frame", 0, f"entry {k}", name), o))
+    else:
+        raise MediaError("mask_unreadable", f"{name}: expected a JSON list of RLE objects.")
+    for k, (fi, o) in enumerate(raw):
+        where = f"entry {k} (frame {fi})"
+        if not isinstance(o, dict):
+            raise MediaError("mask_unreadable", f"{name}: {where} is not an object.")
+        obj_id = _int_field(o, "id", None, where, name)
+        if fi < 0:
+            raise MediaError("frame_range", f"{name}: {where} has a negative frame index.")
+        check_object_ids([obj_id], f"{name} {where}")
+        mask = _decode_segmentation(o.get("segmentation"), where, name)
+        if size is None:
+            size = mask.shape
+        elif mask.shape != size:
+            raise MediaError(
+                "mask_size_mismatch",
+                f"{name}: {where} is {mask.shape[1]}x{mask.shape[0]} but earlier masks are "
+                f"{size[1]}x{size[0]}; all masks must have one size.",
+            )
+        entries.append(RleEntry(fi, obj_id, mask))
+        if fi not in frames:
+            frames.append(fi)
+    return RleDocument(entries, frames, size, writer)
+
+
+def read_coco_rle(path_or_obj: str | Path | Any) -> dict[int, np.ndarray]:
+    """Decode RLE JSON to ``{frame_index: label map}`` (later entries win overlaps).
+
+    Accepts a list of ``{"id", "frame" (default 0), "segmentation": {"size", "counts"}}``
+    or the ``write_rle_json`` format. Frames listed with no objects give empty maps.
+    """
+    doc = parse_rle(path_or_obj)
+    if doc.size is None:
+        return {}
+    out = {fi: np.zeros(doc.size, dtype=np.uint8) for fi in sorted(doc.frames)}
+    for e in doc.entries:
+        out[e.frame][e.mask] = e.obj_id
+    return out
+
+
+def encode_rle(labels: np.ndarray, object_ids: Iterable[int]) -> list[dict[str, Any]]:
+    """COCO RLE per object id (absent objects get an empty RLE); counts are str."""
+    arr = as_labels(labels)
+    h, w = arr.shape
+    out: list[dict[str, Any]] = []
+    for obj in object_ids:
+        rle = mask_utils.encode(np.asfortranarray((arr == obj).astype(np.uint8)))
+        counts = rle["counts"]
+        out.append(
+            {
+                "id": int(obj),
+                "segmentation": {
+                    "size": [h, w],
+                    "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+                },
+            }
+        )
+    return out
+
+
+def write_rle_json(
+    path: str | Path,
+    frames: Iterable[tuple[int, np.ndarray]],
+    object_ids: Sequence[int],
+    size: tuple[int, int] | None = None,
+) -> None:
+    """Stream ``(frame_index, labels)`` pairs to a ``coco_rle`` JSON file, one frame at a time.
+
+    ``size`` (h, w) is needed only when ``frames`` may be empty. Written to a temporary
+    file and renamed, so readers never see a partial file.
+    """
+    ids = [int(i) for i in object_ids]
+    it = iter(frames)
+    first = next(it, None)
+    if first is not None:
+        size = as_labels(first[1]).shape  # type: ignore[assignment]
+    if size is None:
+        raise ValueError("write_rle_json: no frames and no size given")
+    h, w = int(size[0]), int(size[1])
+    dest = Path(path)
+    tmp = dest.with_name(dest.name + ".part")
+    with open(tmp, "w", encoding="utf-8") as f:
+        head = {"format": "coco_rle", "height": h, "width": w, "objects": ids}
+        f.write(json.dumps(head)[:-1] + ', "frames": [')
+        pending = [first] if first is not None else []
+        n = 0
+        for fi, labels in _chain(pending, it):
+            arr = as_labels(labels)
+            if arr.shape != (h, w):
+                raise ValueError(f"frame {fi} is {arr.shape}, expected {(h, w)}")
+            rec = {"frame": int(fi), "objects": encode_rle(arr, ids)}
+            f.write((",\n" if n else "\n") + json.dumps(rec, separators=(",", ":")))
+            n += 1
+        f.write("\n]}\n")
+    os.replace(tmp, dest)
+
+
+def _chain(
+    head: list[tuple[int, np.ndarray]], rest: Iterable[tuple[int, np.ndarray]]
+) -> Iterable[tuple[int, np.ndarray]]:
+    yield from head
+    yield from rest
+
+

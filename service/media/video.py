@@ -1,0 +1,512 @@
+"""Video probing and decoding (PyAV) with limit checks, rotation and frame folders.
+
+Rotation convention: ``VideoInfo.rotation`` is the angle in degrees (0/90/180/270)
+by which the stored picture is rotated COUNTER-CLOCKWISE for display. It comes
+from the stream's display matrix (PyAV 18 exposes it only per decoded frame, as
+``VideoFrame.rotation`` in [-180, 180]); an old-style ``rotate`` tag, which is
+clockwise, is used as a fallback. Decoded images are rotated with
+``np.rot90(image, k=rotation // 90)``, matching OpenCV's and ffmpeg's autorotation.
+Sample aspect ratio and display-matrix flips are ignored.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from av.error import FFmpegError
+from PIL import Image, ImageOps
+
+from .errors import MediaError
+from .limits import DEFAULT_LIMITS, MediaLimits
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video (or frame folder) declares; width/height are the DISPLAYED size."""
+
+    path: Path
+    width: int
+    height: int
+    coded_width: int
+    coded_height: int
+    rotation: int
+    frame_count: int | None
+    fps: float | None
+    duration_s: float | None
+    codec: str
+    pixel_format: str
+    has_audio: bool
+    is_frame_folder: bool
+
+
+@dataclass
+class Frame:
+    """One decoded frame: ``index`` counts ALL decoded frames in presentation order."""
+
+    index: int
+    pts_s: float | None
+    image: np.ndarray  # HxWx3 uint8 RGB, displayed orientation
+
+
+def normalize_rotation(degrees: float) -> int:
+    """Round to the nearest multiple of 90 and map into {0, 90, 180, 270}."""
+    return int(round(degrees / 90.0)) * 90 % 360
+
+
+def apply_rotation(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Rotate a decoded HxWxC image counter-clockwise by ``rotation`` degrees."""
+    k = normalize_rotation(rotation) // 90
+    return np.ascontiguousarray(np.rot90(image, k=k)) if k else image
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def list_frame_files(folder: Path) -> list[Path]:
+    """Image files of a frame folder, in natural order (2.jpg before 10.jpg)."""
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=_natural_key)
+
+
+def _check_dims(width: int, height: int, limits: MediaLimits, what: str) -> None:
+    if width > limits.max_width or height > limits.max_height:
+        raise MediaError(
+            "dimensions_too_large",
+            f"{what} is {width}x{height} but the limit is {limits.max_width}x"
+            f"{limits.max_height}; downscale it (e.g. to 1920x1080) and try again.",
+        )
+    if width * height > limits.max_pixels:
+        raise MediaError(
+            "dimensions_too_large",
+            f"{what} has {width * height} pixels per frame, over the limit of "
+            f"{limits.max_pixels}; downscale it and try again.",
+        )
+
+
+def _check_count(count: int, limits: MediaLimits, what: str) -> None:
+    if count > limits.max_frames:
+        raise MediaError(
+            "too_many_frames",
+            f"{what} has {count} frames, over the limit of {limits.max_frames}; "
+            "cut it into shorter clips or lower the frame rate.",
+        )
+
+
+def _check_duration(seconds: float, limits: MediaLimits, what: str) -> None:
+    if seconds > limits.max_duration_s:
+        raise MediaError(
+            "too_long",
+            f"{what} lasts {seconds:.1f} s, over the limit of {limits.max_duration_s:.0f} s; "
+            "cut it into shorter clips.",
+        )
+
+
+def _unreadable(path: Path, detail: str) -> MediaError:
+    return MediaError(
+        "video_unreadable",
+        f"cannot read video {path.name!r}: {detail}. The file may be truncated, corrupt or "
+        "not a video; re-export it (e.g. as H.264 MP4) and upload it again.",
+    )
+
+
+# ---------------------------------------------------------------- containers
+
+
+@dataclass
+class _Opened:
+    container: Any  # av.container.InputContainer
+    stream: Any  # av.video.stream.VideoStream
+    tag_rotation: int
+
+
+def _open_checked(path: Path, limits: MediaLimits) -> _Opened:
+    """Open a video file and check every limit the headers allow, without decoding."""
+    if not path.exists():
+        raise MediaError("video_unreadable", f"video {str(path)!r} does not exist.")
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        raise MediaError(
+            "video_too_large",
+            f"video {path.name!r} is {size / 2**20:.0f} MiB, over the limit of "
+            f"{limits.max_file_bytes / 2**20:.0f} MiB; compress or shorten it.",
+        )
+    if size == 0:
+        raise _unreadable(path, "the file is empty")
+    try:
+        container = av.open(str(path), mode="r")
+    except FFmpegError as e:
+        raise _unreadable(path, f"FFmpeg cannot open it ({e.strerror or e})") from e
+    try:
+        streams = [
+            s
+            for s in container.streams.video
+            if not s.disposition & av.stream.Disposition.attached_pic
+        ]
+        if not streams:
+            raise _unreadable(path, "it has no video stream")
+        vs = streams[0]
+        cc = vs.codec_context
+        if not cc.width or not cc.height:
+            raise _unreadable(path, "the video stream declares no frame size")
+        _check_dims(cc.width, cc.height, limits, f"video {path.name!r}")
+        if vs.frames:
+            _check_count(vs.frames, limits, f"video {path.name!r}")
+        duration = _duration_s(container, vs)
+        if duration is not None:
+            _check_duration(duration, limits, f"video {path.name!r}")
+            fps = _fps(vs)
+            if not vs.frames and fps and duration * fps > limits.max_frames * 1.05:
+                _check_count(int(duration * fps), limits, f"video {path.name!r} (estimated)")
+        tag = vs.metadata.get("rotate")
+        try:
+            tag_rotation = normalize_rotation(-float(tag)) if tag else 0
+        except ValueError:
+            tag_rotation = 0
+        vs.thread_type = "AUTO"
+        return _Opened(container, vs, tag_rotation)
+    except BaseException:
+        container.close()
+        raise
+
+
+def _fps(vs: Any) -> float | None:
+    rate = vs.average_rate or vs.guessed_rate
+    return float(rate) if rate else None
+
+
+def _duration_s(container: Any, vs: Any) -> float | None:
+    if vs.duration is not None and vs.time_base is not None and vs.duration > 0:
+        return float(vs.duration * vs.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def _frame_rotation(frame: Any, tag_rotation: int) -> int:
+    rot = normalize_rotation(frame.rotation)
+    return rot if rot else tag_rotation
+
+
+# ---------------------------------------------------------------- probe
+
+
+def probe_video(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> VideoInfo:
+    """Read a video's (or frame folder's) properties; raises MediaError on any limit.
+
+    Limits are checked from the headers before decoding; then the first frame is
+    decoded to confirm the file is readable and to learn the display rotation.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return _probe_folder(p, limits)
+    opened = _open_checked(p, limits)
+    container, vs = opened.container, opened.stream
+    try:
+        try:
+            first = next(container.decode(vs), None)
+        except FFmpegError as e:
+            raise _unreadable(p, f"the first frame cannot be decoded ({e.strerror or e})") from e
+        if first is None:
+            raise _unreadable(p, "it contains no decodable frames")
+        rotation = _frame_rotation(first, opened.tag_rotation)
+        cw, ch = vs.codec_context.width, vs.codec_context.height
+        w, h = (ch, cw) if rotation in (90, 270) else (cw, ch)
+        return VideoInfo(
+            path=p,
+            width=w,
+            height=h,
+            coded_width=cw,
+            coded_height=ch,
+            rotation=rotation,
+            frame_count=vs.frames or None,
+            fps=_fps(vs),
+            duration_s=_duration_s(container, vs),
+            codec=vs.codec_context.name,
+            pixel_format=first.format.name,
+            has_audio=len(container.streams.audio) > 0,
+            is_frame_folder=False,
+        )
+    finally:
+        container.close()
+
+
+def _image_size(path: Path) -> tuple[int, int, int, int, str, str]:
+    """(displayed w, h, stored w, h, format, mode) of an image, reading the header only."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+            fmt, mode = (im.format or "").lower(), im.mode
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise MediaError(
+            "video_unreadable", f"frame {path.name!r} is not a readable image ({e})."
+        ) from e
+    dw, dh = (h, w) if orientation in _TRANSPOSED_ORIENTATIONS else (w, h)
+    return dw, dh, w, h, fmt, mode
+
+
+def _probe_folder(folder: Path, limits: MediaLimits) -> VideoInfo:
+    files = list_frame_files(folder)
+    if not files:
+        raise MediaError(
+            "video_unreadable",
+            f"folder {folder.name!r} contains no .jpg/.jpeg/.png frames; "
+            "use a DAVIS-style folder of numbered images (00000.jpg, 00001.jpg, ...).",
+        )
+    _check_count(len(files), limits, f"frame folder {folder.name!r}")
+    dw, dh, cw, ch, fmt, mode = _image_size(files[0])
+    _check_dims(cw, ch, limits, f"frame {files[0].name!r}")
+    for f in files[1:]:
+        w, h = _image_size(f)[:2]
+        if (w, h) != (dw, dh):
+            raise MediaError(
+                "video_unreadable",
+                f"frame {f.name!r} is {w}x{h} but {files[0].name!r} is {dw}x{dh}; "
+                "all frames in a folder must have the same size.",
+            )
+    return VideoInfo(
+        path=folder,
+        width=dw,
+        height=dh,
+        coded_width=cw,
+        coded_height=ch,
+        rotation=0,
+        frame_count=len(files),
+        fps=None,
+        duration_s=None,
+        codec=fmt,
+        pixel_format=mode,
+        has_audio=False,
+        is_frame_folder=True,
+    )
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _check_range(start: int, end: int | None, stride: int) -> None:
+    if start < 0 or stride < 1 or (end is not None and end <= start):
+        raise MediaError(
+            "frame_range",
+            f"invalid frame range start={start}, end={end}, stride={stride}: need "
+            "0 <= start < end and stride >= 1.",
+        )
+
+
+def _past_end(start: int, total: int) -> MediaError:
+    return MediaError(
+        "frame_range",
+        f"start frame {start} is outside the video, which has {total} frames "
+        f"(valid start: 0..{max(total - 1, 0)}).",
+    )
+
+
+def iter_frames(
+    path: str | Path,
+    limits: MediaLimits = DEFAULT_LIMITS,
+    start: int = 0,
+    end: int | None = None,
+    stride: int = 1,
+) -> Iterator[Frame]:
+    """Yield frames ``start, start+stride, ... < end`` as RGB in displayed orientation.
+
+    ``end`` past the last frame is clipped; ``start`` past it raises ``frame_range``.
+    Only the video stream is decoded. Range arguments are checked immediately; the
+    file is opened on the first ``next()``.
+    """
+    _check_range(start, end, stride)
+    p = Path(path)
+    if p.is_dir():
+        return _iter_folder(p, limits, start, end, stride)
+    return _iter_video(p, limits, start, end, stride)
+
+
+def _iter_folder(
+    folder: Path, limits: MediaLimits, start: int, end: int | None, stride: int
+) -> Iterator[Frame]:
+    info = _probe_folder(folder, limits)
+    files = list_frame_files(folder)
+    if start >= len(files):
+        raise _past_end(start, len(files))
+    for i in range(start, min(end if end is not None else len(files), len(files)), stride):
+        try:
+            with Image.open(files[i]) as im:
+                rgb = ImageOps.exif_transpose(im).convert("RGB")
+                image = np.asarray(rgb, dtype=np.uint8)
+        except (OSError, ValueError) as e:
+            raise MediaError(
+                "video_unreadable", f"frame {files[i].name!r} cannot be decoded ({e})."
+            ) from e
+        if image.shape[:2] != (info.height, info.width):
+            raise MediaError(
+                "video_unreadable",
+                f"frame {files[i].name!r} is {image.shape[1]}x{image.shape[0]}, expected "
+                f"{info.width}x{info.height}; all frames must have the same size.",
+            )
+        yield Frame(index=i, pts_s=None, image=image)
+
+
+def _iter_video(
+    path: Path, limits: MediaLimits, start: int, end: int | None, stride: int
+) -> Iterator[Frame]:
+    opened = _open_checked(path, limits)
+    container, vs = opened.container, opened.stream
+    declared = vs.frames or None
+    n = 0
+    rotation: int | None = None
+    try:
+        if declared is not None and start >= declared:
+            raise _past_end(start, declared)
+        try:
+            for frame in container.decode(vs):
+                if end is not None and n >= end:
+                    break
+                _check_count(n + 1, limits, f"video {path.name!r}")
+                pts_s = float(frame.time) if frame.time is not None else None
+                if pts_s is not None:
+                    _check_duration(pts_s, limits, f"video {path.name!r}")
+                if rotation is None:
+                    rotation = _frame_rotation(frame, opened.tag_rotation)
+                if n >= start and (n - start) % stride == 0:
+                    image = apply_rotation(frame.to_ndarray(format="rgb24"), rotation)
+                    yield Frame(index=n, pts_s=pts_s, image=image)
+                n += 1
+            else:
+                if declared is not None and n < 0.9 * declared - 1:
+                    raise _unreadable(
+                        path, f"the header declares {declared} frames but only {n} decode"
+                    )
+                if n <= start:
+                    raise _past_end(start, n)
+        except FFmpegError as e:
+            raise _unreadable(path, f"decoding failed after frame {n} ({e.strerror or e})") from e
+    finally:
+        container.close()
+
+
+def count_frames(path: str | Path) -> int:
+    """Number of frames: the header's count, else packets counted by demuxing (no decode)."""
+    p = Path(path)
+    if p.is_dir():
+        return len(list_frame_files(p))
+    opened = _open_checked(p, MediaLimits(max_frames=2**62, max_duration_s=float(2**62)))
+    container, vs = opened.container, opened.stream
+    try:
+        if vs.frames:
+            return int(vs.frames)
+        try:
+            return sum(1 for pkt in container.demux(vs) if pkt.size > 0)
+        except FFmpegError as e:
+            raise _unreadable(p, f"demuxing failed ({e.strerror or e})") from e
+    finally:
+        container.close()
+
+
+# ---------------------------------------------------------------- background decoding
+
+_END = object()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+class BackgroundDecoder:
+    """Decode ``iter_frames`` in a thread into a bounded queue, so decoding never stalls
+    the model. Iterate it like ``iter_frames``; decoder errors re-raise in the consumer.
+    Use as a context manager or call ``close()`` to stop the thread early.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        limits: MediaLimits = DEFAULT_LIMITS,
+        start: int = 0,
+        end: int | None = None,
+        stride: int = 1,
+        queue_size: int = 8,
+    ) -> None:
+        self._frames = iter_frames(path, limits, start, end, stride)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="isvos-decoder", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for frame in self._frames:
+                if not self._put(frame):
+                    return
+            self._put(_END)
+        except BaseException as e:  # forwarded to the consumer
+            self._put(_Failure(e))
+        finally:
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> BackgroundDecoder:
+        return self
+
+    def __next__(self) -> Frame:
+        while not self._done:
+            try:
+                item = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                if self._stop.is_set() or not self._thread.is_alive() and self._queue.empty():
+                    self._done = True
+                continue
+            if item is _END:
+                self._done = True
+            elif isinstance(item, _Failure):
+                self._done = True
+                raise item.error
+            else:
+                return item
+        raise StopIteration
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the decoding thread and drop queued frames."""
+        self._stop.set()
+        self._done = True
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the decoding thread is still running."""
+        return self._thread.is_alive()
+
+    def __enter__(self) -> BackgroundDecoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
