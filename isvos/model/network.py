@@ -119,6 +119,7 @@ class ISVOS(nn.Module):
         key = self.key_encoder(f16, queries)
         return (key, f16, f8, f4, p32, p16, p8), class_logits, mask_logits
 
+    @torch.jit.export
     def encode_frame(self, image: torch.Tensor) -> FrameFeatures:
         return self.encode_frame_full(image)[0]
 
@@ -127,6 +128,7 @@ class ISVOS(nn.Module):
         _, f16, f8, f4, p32, p16, p8 = features
         return self.decoder(readout, f16, f8, f4, p32, p16, p8)[:, 0]
 
+    @torch.jit.export
     def read_decode(
         self,
         features: FrameFeatures,
@@ -142,6 +144,7 @@ class ISVOS(nn.Module):
         readout = readout.view(readout.shape[0], readout.shape[1], h, w).to(key.dtype)
         return self.decode(readout, features)
 
+    @torch.jit.export
     def encode_value(
         self, image: torch.Tensor, masks: torch.Tensor, foreground: torch.Tensor, f16: torch.Tensor
     ) -> torch.Tensor:

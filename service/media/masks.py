@@ -136,9 +136,7 @@ def read_binary_mask(path: str | Path) -> np.ndarray:
     return np.any(arr[..., :3] != 0, axis=-1)
 
 
-def read_binary_masks(
-    paths: Sequence[str | Path], ids: Sequence[int] | None = None
-) -> np.ndarray:
+def read_binary_masks(paths: Sequence[str | Path], ids: Sequence[int] | None = None) -> np.ndarray:
     """Merge one binary PNG per object into a label map (ids default 1..n).
 
     Overlapping pixels go to the LATER object in ``paths``. A mask with no pixels
@@ -186,16 +184,171 @@ def write_indexed_png(path: str | Path, labels: np.ndarray) -> None:
     im.save(path, format="PNG", optimize=False)
 
 
+# ---------------------------------------------------------------- input dispatch
+
+MaskSpec = str | Path | Sequence[str | Path]
+
+
+def _png_files(folder: Path) -> list[Path]:
+    def key(p: Path) -> list[int | str]:
+        return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() == ".png"), key=key)
+
+
+def _load_folder(folder: Path) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Folder rule: all names are frame numbers (``00012.png``) AND all are palette PNGs
+    -> indexed masks for those frames (DAVIS Annotations layout); otherwise each PNG is
+    one object's binary mask for frame 0, ids 1..n in natural name order."""
+    files = _png_files(folder)
+    if not files:
+        raise MediaError("mask_unreadable", f"mask folder {folder.name!r} contains no .png files.")
+    if all(f.stem.isdigit() for f in files) and all(image_mode(f) == "P" for f in files):
+        maps: dict[int, np.ndarray] = {}
+        names: dict[int, str] = {}
+        for f in files:
+            fi = int(f.stem)
+            if fi in maps:
+                raise MediaError(
+                    "mask_unreadable",
+                    f"mask folder {folder.name!r}: {names[fi]!r} and {f.name!r} are both "
+                    f"frame {fi}; keep one.",
+                )
+            maps[fi], names[fi] = read_indexed_png(f), f.name
+        return maps, names
+    return {0: read_binary_masks(files)}, {0: f"binary masks in {folder.name!r}"}
+
+
+def _fit_size(
+    labels: np.ndarray, name: str, video_size: tuple[int, int], resize: bool
+) -> np.ndarray:
+    vh, vw = video_size
+    h, w = labels.shape
+    if (h, w) == (vh, vw):
+        return labels
+    hint = (
+        " It looks rotated: masks must match the displayed (rotated) video orientation."
+        if (h, w) == (vw, vh)
+        else ""
+    )
+    same_aspect = abs(w / h - vw / vh) <= 0.02 * (vw / vh)
+    if resize and same_aspect:
+        return cv2.resize(labels, (vw, vh), interpolation=cv2.INTER_NEAREST)
+    todo = (
+        "the aspect ratio differs, so it cannot be resized; draw it on a video frame"
+        if resize
+        else "export it at the video size, or enable resize_masks (--resize-masks)"
+    )
+    raise MediaError(
+        "mask_size_mismatch",
+        f"mask {name} is {w}x{h} but the video is {vw}x{vh}; {todo}.{hint}",
+    )
+
+
+def _dropped_empty_writer_frames(doc: RleDocument, name: str) -> dict[int, np.ndarray]:
+    maps = read_coco_rle(doc)
+    for e in doc.entries:
+        if not doc.writer_format and not e.mask.any():
+            raise MediaError(
+                "mask_empty",
+                f"{name}: object {e.obj_id} in frame {e.frame} has no pixels; remove the "
+                "entry or draw the object.",
+            )
+    if doc.writer_format:  # our own output: frames where every object is absent are skipped
+        maps = {fi: m for fi, m in maps.items() if m.any()} or maps
+    return maps
+
+
+def load_mask_input(
+    spec: MaskSpec,
+    video_size: tuple[int, int],
+    limits: MediaLimits = DEFAULT_LIMITS,
+    resize_masks: bool = False,
+    num_frames: int | None = None,
+) -> dict[int, np.ndarray]:
+    """Load the user's prompt masks as ``{frame_index: label map}``, validated.
+
+    ``spec``: a ``.png`` (indexed, frame 0); several PNGs (binary, one per object,
+    ids 1..n, frame 0); a folder (see ``_load_folder``); or a ``.json`` COCO RLE file.
+    ``video_size`` is the displayed (h, w). Raises MediaError: unknown_format,
+    mask_unreadable, mask_size_mismatch, mask_empty, too_many_objects, frame_range.
+    """
+    paths = [Path(spec)] if isinstance(spec, str | Path) else [Path(p) for p in spec]
+    if not paths:
+        raise MediaError("mask_unreadable", "no mask was given.")
+    for p in paths:
+        if not p.exists():
+            raise MediaError("mask_unreadable", f"mask {str(p)!r} does not exist.")
+        if p.is_file() and p.suffix.lower() not in (".png", ".json"):
+            raise MediaError(
+                "unknown_format",
+                f"mask {p.name!r} has an unsupported type {p.suffix or '(none)'!r}; use "
+                "lossless PNG (indexed or one binary PNG per object) or COCO RLE .json.",
+            )
+    if len(paths) > limits.max_objects:
+        raise MediaError(
+            "too_many_objects",
+            f"{len(paths)} object masks given, over the limit of {limits.max_objects}.",
+        )
+    names: dict[int, str]
+    if len(paths) > 1:
+        if any(p.suffix.lower() != ".png" for p in paths):
+            raise MediaError("unknown_format", "several mask files must all be binary .png masks.")
+        maps, names = {0: read_binary_masks(paths)}, {0: "binary masks"}
+    elif paths[0].is_dir():
+        maps, names = _load_folder(paths[0])
+    elif paths[0].suffix.lower() == ".png":
+        maps, names = {0: read_indexed_png(paths[0])}, {0: repr(paths[0].name)}
+    else:
+        maps = _dropped_empty_writer_frames(parse_rle(paths[0]), paths[0].name)
+        names = {fi: f"{paths[0].name!r} frame {fi}" for fi in maps}
+        if not maps:
+            raise MediaError("mask_empty", f"{paths[0].name!r} contains no masks.")
+    out: dict[int, np.ndarray] = {}
+    ids: set[int] = set()
+    for fi in sorted(maps):
+        name = names.get(fi, f"frame {fi}")
+        if num_frames is not None and fi >= num_frames:
+            raise MediaError(
+                "frame_range",
+                f"mask {name} is for frame {fi} but the video has {num_frames} frames.",
+            )
+        labels = _fit_size(maps[fi], name, video_size, resize_masks)
+        present = set(np.unique(labels).tolist()) - {0}
+        if not present:
+            raise MediaError(
+                "mask_empty",
+                f"mask {name} contains no objects (all pixels are 0); object pixels must "
+                "hold ids 1..255.",
+            )
+        ids |= present
+        out[fi] = labels
+    if len(ids) > limits.max_objects:
+        raise MediaError(
+            "too_many_objects",
+            f"the masks contain {len(ids)} objects, over the limit of {limits.max_objects}; "
+            "segment fewer objects per request.",
+        )
+    return out
+
+
+def palette_color(obj_id: int) -> tuple[int, int, int]:
+    """RGB colour of an object id in the DAVIS palette."""
+    r, g, b = PALETTE_RGB[int(obj_id) % 256]
+    return int(r), int(g), int(b)
+
+
 __all__ = [
     "DAVIS_PALETTE",
     "PALETTE_RGB",
-    "DEFAULT_LIMITS",
-    "MediaLimits",
     "RleDocument",
     "RleEntry",
+    "as_labels",
+    "check_object_ids",
     "encode_rle",
     "image_mode",
     "load_mask_input",
+    "palette_color",
     "parse_rle",
     "read_binary_mask",
     "read_binary_masks",

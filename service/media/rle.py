@@ -28,7 +28,6 @@ def check_object_ids(ids: Sequence[int], what: str) -> None:
         raise MediaError("bad_object_id", f"{what}: object ids {list(ids)} are not unique.")
 
 
-
 def as_labels(labels: np.ndarray) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.ndim != 2:
@@ -228,5 +227,3 @@ def _chain(
 ) -> Iterable[tuple[int, np.ndarray]]:
     yield from head
     yield from rest
-
-

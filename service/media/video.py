@@ -12,7 +12,6 @@ Sample aspect ratio and display-matrix flips are ignored.
 from __future__ import annotations
 
 import queue
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,98 +19,35 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 from av.error import FFmpegError
-from PIL import Image, ImageOps
 
+from .base import (
+    Frame,
+    VideoInfo,
+    apply_rotation,
+    check_count,
+    check_dims,
+    check_duration,
+    check_range,
+    normalize_rotation,
+    past_end,
+)
 from .errors import MediaError
+from .framefolder import IMAGE_EXTENSIONS, iter_folder, list_frame_files, probe_folder
 from .limits import DEFAULT_LIMITS, MediaLimits
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
-_EXIF_ORIENTATION = 0x0112
-_TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What a video (or frame folder) declares; width/height are the DISPLAYED size."""
-
-    path: Path
-    width: int
-    height: int
-    coded_width: int
-    coded_height: int
-    rotation: int
-    frame_count: int | None
-    fps: float | None
-    duration_s: float | None
-    codec: str
-    pixel_format: str
-    has_audio: bool
-    is_frame_folder: bool
-
-
-@dataclass
-class Frame:
-    """One decoded frame: ``index`` counts ALL decoded frames in presentation order."""
-
-    index: int
-    pts_s: float | None
-    image: np.ndarray  # HxWx3 uint8 RGB, displayed orientation
-
-
-def normalize_rotation(degrees: float) -> int:
-    """Round to the nearest multiple of 90 and map into {0, 90, 180, 270}."""
-    return int(round(degrees / 90.0)) * 90 % 360
-
-
-def apply_rotation(image: np.ndarray, rotation: int) -> np.ndarray:
-    """Rotate a decoded HxWxC image counter-clockwise by ``rotation`` degrees."""
-    k = normalize_rotation(rotation) // 90
-    return np.ascontiguousarray(np.rot90(image, k=k)) if k else image
-
-
-def _natural_key(path: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
-
-
-def list_frame_files(folder: Path) -> list[Path]:
-    """Image files of a frame folder, in natural order (2.jpg before 10.jpg)."""
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(files, key=_natural_key)
-
-
-def _check_dims(width: int, height: int, limits: MediaLimits, what: str) -> None:
-    if width > limits.max_width or height > limits.max_height:
-        raise MediaError(
-            "dimensions_too_large",
-            f"{what} is {width}x{height} but the limit is {limits.max_width}x"
-            f"{limits.max_height}; downscale it (e.g. to 1920x1080) and try again.",
-        )
-    if width * height > limits.max_pixels:
-        raise MediaError(
-            "dimensions_too_large",
-            f"{what} has {width * height} pixels per frame, over the limit of "
-            f"{limits.max_pixels}; downscale it and try again.",
-        )
-
-
-def _check_count(count: int, limits: MediaLimits, what: str) -> None:
-    if count > limits.max_frames:
-        raise MediaError(
-            "too_many_frames",
-            f"{what} has {count} frames, over the limit of {limits.max_frames}; "
-            "cut it into shorter clips or lower the frame rate.",
-        )
-
-
-def _check_duration(seconds: float, limits: MediaLimits, what: str) -> None:
-    if seconds > limits.max_duration_s:
-        raise MediaError(
-            "too_long",
-            f"{what} lasts {seconds:.1f} s, over the limit of {limits.max_duration_s:.0f} s; "
-            "cut it into shorter clips.",
-        )
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "BackgroundDecoder",
+    "Frame",
+    "VideoInfo",
+    "apply_rotation",
+    "count_frames",
+    "iter_frames",
+    "list_frame_files",
+    "normalize_rotation",
+    "probe_video",
+]
 
 
 def _unreadable(path: Path, detail: str) -> MediaError:
@@ -161,15 +97,15 @@ def _open_checked(path: Path, limits: MediaLimits) -> _Opened:
         cc = vs.codec_context
         if not cc.width or not cc.height:
             raise _unreadable(path, "the video stream declares no frame size")
-        _check_dims(cc.width, cc.height, limits, f"video {path.name!r}")
+        check_dims(cc.width, cc.height, limits, f"video {path.name!r}")
         if vs.frames:
-            _check_count(vs.frames, limits, f"video {path.name!r}")
+            check_count(vs.frames, limits, f"video {path.name!r}")
         duration = _duration_s(container, vs)
         if duration is not None:
-            _check_duration(duration, limits, f"video {path.name!r}")
+            check_duration(duration, limits, f"video {path.name!r}")
             fps = _fps(vs)
             if not vs.frames and fps and duration * fps > limits.max_frames * 1.05:
-                _check_count(int(duration * fps), limits, f"video {path.name!r} (estimated)")
+                check_count(int(duration * fps), limits, f"video {path.name!r} (estimated)")
         tag = vs.metadata.get("rotate")
         try:
             tag_rotation = normalize_rotation(-float(tag)) if tag else 0
@@ -211,7 +147,7 @@ def probe_video(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> Video
     """
     p = Path(path)
     if p.is_dir():
-        return _probe_folder(p, limits)
+        return probe_folder(p, limits)
     opened = _open_checked(p, limits)
     container, vs = opened.container, opened.stream
     try:
@@ -243,75 +179,7 @@ def probe_video(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> Video
         container.close()
 
 
-def _image_size(path: Path) -> tuple[int, int, int, int, str, str]:
-    """(displayed w, h, stored w, h, format, mode) of an image, reading the header only."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-            fmt, mode = (im.format or "").lower(), im.mode
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise MediaError(
-            "video_unreadable", f"frame {path.name!r} is not a readable image ({e})."
-        ) from e
-    dw, dh = (h, w) if orientation in _TRANSPOSED_ORIENTATIONS else (w, h)
-    return dw, dh, w, h, fmt, mode
-
-
-def _probe_folder(folder: Path, limits: MediaLimits) -> VideoInfo:
-    files = list_frame_files(folder)
-    if not files:
-        raise MediaError(
-            "video_unreadable",
-            f"folder {folder.name!r} contains no .jpg/.jpeg/.png frames; "
-            "use a DAVIS-style folder of numbered images (00000.jpg, 00001.jpg, ...).",
-        )
-    _check_count(len(files), limits, f"frame folder {folder.name!r}")
-    dw, dh, cw, ch, fmt, mode = _image_size(files[0])
-    _check_dims(cw, ch, limits, f"frame {files[0].name!r}")
-    for f in files[1:]:
-        w, h = _image_size(f)[:2]
-        if (w, h) != (dw, dh):
-            raise MediaError(
-                "video_unreadable",
-                f"frame {f.name!r} is {w}x{h} but {files[0].name!r} is {dw}x{dh}; "
-                "all frames in a folder must have the same size.",
-            )
-    return VideoInfo(
-        path=folder,
-        width=dw,
-        height=dh,
-        coded_width=cw,
-        coded_height=ch,
-        rotation=0,
-        frame_count=len(files),
-        fps=None,
-        duration_s=None,
-        codec=fmt,
-        pixel_format=mode,
-        has_audio=False,
-        is_frame_folder=True,
-    )
-
-
 # ---------------------------------------------------------------- decoding
-
-
-def _check_range(start: int, end: int | None, stride: int) -> None:
-    if start < 0 or stride < 1 or (end is not None and end <= start):
-        raise MediaError(
-            "frame_range",
-            f"invalid frame range start={start}, end={end}, stride={stride}: need "
-            "0 <= start < end and stride >= 1.",
-        )
-
-
-def _past_end(start: int, total: int) -> MediaError:
-    return MediaError(
-        "frame_range",
-        f"start frame {start} is outside the video, which has {total} frames "
-        f"(valid start: 0..{max(total - 1, 0)}).",
-    )
 
 
 def iter_frames(
@@ -327,36 +195,11 @@ def iter_frames(
     Only the video stream is decoded. Range arguments are checked immediately; the
     file is opened on the first ``next()``.
     """
-    _check_range(start, end, stride)
+    check_range(start, end, stride)
     p = Path(path)
     if p.is_dir():
-        return _iter_folder(p, limits, start, end, stride)
+        return iter_folder(p, limits, start, end, stride)
     return _iter_video(p, limits, start, end, stride)
-
-
-def _iter_folder(
-    folder: Path, limits: MediaLimits, start: int, end: int | None, stride: int
-) -> Iterator[Frame]:
-    info = _probe_folder(folder, limits)
-    files = list_frame_files(folder)
-    if start >= len(files):
-        raise _past_end(start, len(files))
-    for i in range(start, min(end if end is not None else len(files), len(files)), stride):
-        try:
-            with Image.open(files[i]) as im:
-                rgb = ImageOps.exif_transpose(im).convert("RGB")
-                image = np.asarray(rgb, dtype=np.uint8)
-        except (OSError, ValueError) as e:
-            raise MediaError(
-                "video_unreadable", f"frame {files[i].name!r} cannot be decoded ({e})."
-            ) from e
-        if image.shape[:2] != (info.height, info.width):
-            raise MediaError(
-                "video_unreadable",
-                f"frame {files[i].name!r} is {image.shape[1]}x{image.shape[0]}, expected "
-                f"{info.width}x{info.height}; all frames must have the same size.",
-            )
-        yield Frame(index=i, pts_s=None, image=image)
 
 
 def _iter_video(
@@ -369,15 +212,15 @@ def _iter_video(
     rotation: int | None = None
     try:
         if declared is not None and start >= declared:
-            raise _past_end(start, declared)
+            raise past_end(start, declared)
         try:
             for frame in container.decode(vs):
                 if end is not None and n >= end:
                     break
-                _check_count(n + 1, limits, f"video {path.name!r}")
+                check_count(n + 1, limits, f"video {path.name!r}")
                 pts_s = float(frame.time) if frame.time is not None else None
                 if pts_s is not None:
-                    _check_duration(pts_s, limits, f"video {path.name!r}")
+                    check_duration(pts_s, limits, f"video {path.name!r}")
                 if rotation is None:
                     rotation = _frame_rotation(frame, opened.tag_rotation)
                 if n >= start and (n - start) % stride == 0:
@@ -390,7 +233,7 @@ def _iter_video(
                         path, f"the header declares {declared} frames but only {n} decode"
                     )
                 if n <= start:
-                    raise _past_end(start, n)
+                    raise past_end(start, n)
         except FFmpegError as e:
             raise _unreadable(path, f"decoding failed after frame {n} ({e.strerror or e})") from e
     finally:

@@ -1,0 +1,125 @@
+"""The compute the engine orchestrates: eager modules or exported TorchScript graphs.
+
+Both runners expose the same three stages (see ``isvos.model.network``) and the identity
+of the weights (``model_hash``), so a session runs unchanged on either.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from isvos.config import ISVOSConfig
+from isvos.model.network import ISVOS, FrameFeatures
+
+# One TorchScript module whose three exported methods are the graphs.
+GRAPHS_FILE = "isvos.pt"
+GRAPH_NAMES = ("encode_frame", "read_decode", "encode_value")
+MANIFEST_FILE = "manifest.json"
+
+
+class Runner(Protocol):
+    config: ISVOSConfig
+    model_hash: str
+    device: torch.device
+    dtype: torch.dtype
+
+    def encode_frame(self, image: torch.Tensor) -> FrameFeatures: ...
+
+    def read_decode(
+        self,
+        features: FrameFeatures,
+        memory_key: torch.Tensor,
+        memory_value: torch.Tensor,
+        top_k: int,
+        chunk_size: int,
+    ) -> torch.Tensor: ...
+
+    def encode_value(
+        self, image: torch.Tensor, masks: torch.Tensor, foreground: torch.Tensor, f16: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
+class EagerRunner:
+    """Runs the eager ``ISVOS`` modules (inference mode)."""
+
+    def __init__(self, model: ISVOS, *, dtype: torch.dtype = torch.float32) -> None:
+        from isvos.model.build import model_hash
+
+        self.model = model.eval()
+        self.config = model.config
+        self.model_hash = model_hash(model)
+        self.device = next(model.parameters()).device
+        self.dtype = dtype
+        if dtype != torch.float32:
+            self.model.to(dtype)
+
+    @torch.inference_mode()
+    def encode_frame(self, image: torch.Tensor) -> FrameFeatures:
+        return self.model.encode_frame(image)
+
+    @torch.inference_mode()
+    def read_decode(
+        self,
+        features: FrameFeatures,
+        memory_key: torch.Tensor,
+        memory_value: torch.Tensor,
+        top_k: int,
+        chunk_size: int,
+    ) -> torch.Tensor:
+        return self.model.read_decode(features, memory_key, memory_value, top_k, chunk_size)
+
+    @torch.inference_mode()
+    def encode_value(
+        self, image: torch.Tensor, masks: torch.Tensor, foreground: torch.Tensor, f16: torch.Tensor
+    ) -> torch.Tensor:
+        return self.model.encode_value(image, masks, foreground, f16)
+
+
+class ScriptedRunner:
+    """Runs the graphs written by ``isvos export`` (a folder with a manifest)."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        folder = Path(folder)
+        manifest_path = folder / MANIFEST_FILE
+        if not manifest_path.exists():
+            raise FileNotFoundError(f"{manifest_path} not found: run `isvos export` first")
+        self.manifest = json.loads(manifest_path.read_text())
+        self.config = ISVOSConfig.from_dict(self.manifest["config"])
+        self.model_hash = self.manifest["model_hash"]
+        self.device = torch.device(device)
+        self.dtype = dtype
+        module = torch.jit.load(str(folder / GRAPHS_FILE), map_location=self.device).eval()
+        if dtype != torch.float32:
+            module = module.to(dtype)
+        self.module = module
+
+    @torch.inference_mode()
+    def encode_frame(self, image: torch.Tensor) -> FrameFeatures:
+        return self.module.encode_frame(image)
+
+    @torch.inference_mode()
+    def read_decode(
+        self,
+        features: FrameFeatures,
+        memory_key: torch.Tensor,
+        memory_value: torch.Tensor,
+        top_k: int,
+        chunk_size: int,
+    ) -> torch.Tensor:
+        return self.module.read_decode(features, memory_key, memory_value, top_k, chunk_size)
+
+    @torch.inference_mode()
+    def encode_value(
+        self, image: torch.Tensor, masks: torch.Tensor, foreground: torch.Tensor, f16: torch.Tensor
+    ) -> torch.Tensor:
+        return self.module.encode_value(image, masks, foreground, f16)

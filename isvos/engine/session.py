@@ -1,0 +1,343 @@
+"""The per-session engine: one video, frame by frame, with a bounded memory bank.
+
+Lifecycle: ``Engine.open_session`` -> ``Session.step(index, image, masks)`` for every frame
+(masks on the first step, and on any later frame to add or correct objects) ->
+``remove_objects`` as needed -> ``close``. ``Session.record()`` gives the exact record of
+DESIGN decision 3 and ``Engine.prime`` restores a session from it.
+
+Images are RGB uint8 [h, w, 3] already at the processing size (``isvos.processing``);
+masks are {object id: bool [h, w]} at the same size. Steps carry frame indices: a repeated
+index returns the cached result, a gap is an error (DESIGN decision 4).
+
+Inference per frame (spec §4.2 pseudo-code): encode the frame; for each object group read
+the memory and decode; soft-aggregate; merge user masks; argmax to a label map; memorise
+the frame (first frame, frames with user masks, or ``mem_every`` frames after the last one)
+with values encoded from the hard label map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from isvos.config import MemoryOptions
+from isvos.model.memory_read import soft_aggregate
+from isvos.processing import labels_from_probabilities
+
+from .errors import FrameIndexError, ObjectError, RecordMismatchError, SessionStateError
+from .memory_bank import MemoryBank
+from .record import SessionRecord, SlotRecord
+from .runner import Runner
+
+MAX_OBJECT_ID = 255
+
+
+@dataclass
+class StepResult:
+    frame_index: int
+    object_ids: list[int]
+    # [1 + O, h, w] float32 at processing size, background first.
+    probabilities: np.ndarray
+    # [h, w] uint8 object ids at processing size.
+    labels: np.ndarray
+    memorised: bool
+
+
+class Engine:
+    """Owns the compute (a Runner) and opens sessions on it."""
+
+    def __init__(self, runner: Runner, *, memory_dtype: torch.dtype | None = None) -> None:
+        self.runner = runner
+        on_gpu = runner.device.type == "cuda"
+        # DESIGN decision 6: fp16 memory bank on a GPU, the runner's dtype elsewhere.
+        self.memory_dtype = memory_dtype or (torch.float16 if on_gpu else torch.float32)
+
+    @property
+    def config(self):
+        return self.runner.config
+
+    def open_session(
+        self, processing_size: tuple[int, int], options: MemoryOptions | None = None
+    ) -> Session:
+        return Session(self, processing_size, options or MemoryOptions())
+
+    def prime(self, record: SessionRecord) -> Session:
+        """A new session restored from ``record`` (refuses another checkpoint or config)."""
+        config = self.runner.config
+        if record.architecture_hash != config.architecture_hash():
+            raise RecordMismatchError(
+                f"record was made with config {record.config_name!r}, "
+                f"this engine runs {config.name!r}"
+            )
+        if record.model_hash != self.runner.model_hash:
+            raise RecordMismatchError(
+                f"record was made with checkpoint {record.model_hash}, "
+                f"this engine runs {self.runner.model_hash}"
+            )
+        session = Session(self, record.processing_size, MemoryOptions.from_dict(record.options))
+        session._restore(record)
+        return session
+
+
+class Session:
+    def __init__(
+        self, engine: Engine, processing_size: tuple[int, int], options: MemoryOptions
+    ) -> None:
+        self.engine = engine
+        self.runner = engine.runner
+        self.options = options
+        self.processing_size = (int(processing_size[0]), int(processing_size[1]))
+        config = self.runner.config
+        divisor = config.size_divisibility
+        padded_h = -(-self.processing_size[0] // divisor) * divisor
+        padded_w = -(-self.processing_size[1] // divisor) * divisor
+        self.padded_size = (padded_h, padded_w)
+        self.bank = MemoryBank(
+            capacity=options.max_memory_frames,
+            key_dim=config.key_dim,
+            value_dim=config.value_dim,
+            height=padded_h // 16,
+            width=padded_w // 16,
+            device=self.runner.device,
+            dtype=engine.memory_dtype,
+        )
+        self.object_ids: list[int] = []
+        self.object_start_frames: dict[int, int] = {}
+        self.removed_objects: list[int] = []
+        self.next_frame_index = 0
+        self.last_memorised_index = -1
+        self.last_result: StepResult | None = None
+        # Frames and label maps of the memorised slots, for the record.
+        self._slot_data: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.closed = False
+
+    # ------------------------------------------------------------------ public API
+
+    def step(
+        self,
+        frame_index: int,
+        image: np.ndarray,
+        masks: dict[int, np.ndarray] | None = None,
+    ) -> StepResult:
+        """Segment frame ``frame_index``; ``masks`` add new objects or correct existing ones."""
+        if self.closed:
+            raise SessionStateError("session is closed")
+        if self.last_result is not None and frame_index == self.last_result.frame_index:
+            return self.last_result
+        if frame_index != self.next_frame_index:
+            raise FrameIndexError(
+                f"frame {frame_index} out of order: expected {self.next_frame_index}"
+                + (f" (or {self.last_result.frame_index} again)" if self.last_result else "")
+            )
+        masks = masks or {}
+        if not self.object_ids and not masks:
+            raise SessionStateError("the first step of a session needs at least one mask")
+        self._check_image(image)
+        self._check_masks(masks)
+        x = self._image_tensor(image)
+        features = self.runner.encode_frame(x)
+        probabilities = self._predict(features)
+        for object_id in masks:
+            if object_id not in self.object_ids:
+                self._add_object(object_id, frame_index)
+        if masks:
+            probabilities = self._merge_masks(probabilities, masks)
+        probs_np = probabilities.float().cpu().numpy()
+        labels = labels_from_probabilities(probs_np, self.object_ids)
+        memorise = bool(masks) or (
+            self.last_memorised_index < 0
+            or frame_index - self.last_memorised_index >= self.options.mem_every
+        )
+        if memorise:
+            self._memorise(
+                frame_index, image, labels, x, features[1], features[0][0], tuple(masks)
+            )
+        self.next_frame_index = frame_index + 1
+        self.last_result = StepResult(frame_index, list(self.object_ids), probs_np, labels, memorise)
+        return self.last_result
+
+    def remove_objects(self, object_ids: list[int]) -> None:
+        unknown = [o for o in object_ids if o not in self.object_ids]
+        if unknown:
+            raise ObjectError(f"unknown objects {unknown}; the session has {self.object_ids}")
+        for object_id in object_ids:
+            self.object_ids.remove(object_id)
+            self.object_start_frames.pop(object_id, None)
+            self.bank.remove_object(object_id)
+            self.removed_objects.append(object_id)
+        self.last_result = None
+
+    def close(self) -> None:
+        self.closed = True
+        self.bank = None  # type: ignore[assignment]
+        self._slot_data.clear()
+
+    def memory_bytes(self) -> int:
+        return self.bank.nbytes()
+
+    def record(self) -> SessionRecord:
+        config = self.runner.config
+        slots = []
+        for _, slot in self.bank.ordered_slots():
+            image, labels = self._slot_data[slot.frame_index]
+            slots.append(SlotRecord(slot.frame_index, slot.encoded_objects, slot.first, image, labels))
+        return SessionRecord(
+            config_name=config.name,
+            architecture_hash=config.architecture_hash(),
+            model_hash=self.runner.model_hash,
+            options=self.options.to_dict(),
+            processing_size=self.processing_size,
+            next_frame_index=self.next_frame_index,
+            last_memorised_index=self.last_memorised_index,
+            object_ids=list(self.object_ids),
+            object_start_frames=dict(self.object_start_frames),
+            anchors=dict(self.bank.anchors),
+            removed_objects=list(self.removed_objects),
+            slots=slots,
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_image(self, image: np.ndarray) -> None:
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise SessionStateError(
+                f"frames must be RGB uint8 [h, w, 3], got {image.dtype} {image.shape}"
+            )
+        if image.shape[:2] != self.processing_size:
+            raise SessionStateError(
+                f"frame is {image.shape[1]}x{image.shape[0]}, the session processes "
+                f"{self.processing_size[1]}x{self.processing_size[0]}"
+            )
+
+    def _check_masks(self, masks: dict[int, np.ndarray]) -> None:
+        new = [o for o in masks if o not in self.object_ids]
+        if len(self.object_ids) + len(new) > self.options.max_objects:
+            raise ObjectError(
+                f"{len(self.object_ids) + len(new)} objects exceed the session limit "
+                f"of {self.options.max_objects}"
+            )
+        for object_id, mask in masks.items():
+            if not 1 <= int(object_id) <= MAX_OBJECT_ID:
+                raise ObjectError(f"object id {object_id} is outside 1..{MAX_OBJECT_ID}")
+            if object_id in self.removed_objects:
+                raise ObjectError(f"object {object_id} was removed; use a new id")
+            if mask.shape != self.processing_size:
+                raise ObjectError(
+                    f"mask of object {object_id} is {mask.shape}, expected {self.processing_size}"
+                )
+            if not mask.any():
+                raise ObjectError(f"mask of object {object_id} is empty")
+
+    def _image_tensor(self, image: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.runner.device)
+        return (x.permute(2, 0, 1)[None].to(self.runner.dtype) / 255.0).contiguous()
+
+    def _predict(self, features) -> torch.Tensor:
+        """[1 + O, h, w] soft-aggregated probabilities (background only without memory)."""
+        h, w = self.processing_size
+        device = self.runner.device
+        if not self.object_ids:
+            return torch.ones(1, h, w, device=device)
+        per_object: dict[int, torch.Tensor] = {}
+        for objects, positions in self.bank.groups(self.object_ids):
+            keys, values = self.bank.gather(objects, positions)
+            logits = self.runner.read_decode(
+                features, keys, values, self.options.top_k, self.options.affinity_chunk
+            )
+            logits = F.interpolate(
+                logits[None].float(), size=self.padded_size, mode="bilinear", align_corners=False
+            )[0, :, :h, :w]
+            for i, object_id in enumerate(objects):
+                per_object[object_id] = torch.sigmoid(logits[i])
+        # Objects without values yet (cannot happen after their first frame) get zeros.
+        stacked = torch.stack(
+            [per_object.get(o, torch.zeros(h, w, device=device)) for o in self.object_ids]
+        )
+        return soft_aggregate(stacked)
+
+    def _merge_masks(
+        self, probabilities: torch.Tensor, masks: dict[int, np.ndarray]
+    ) -> torch.Tensor:
+        """User masks override the prediction in their region (XMem/STCN style)."""
+        device = probabilities.device
+        h, w = self.processing_size
+        objects = probabilities[1:]
+        if objects.shape[0] < len(self.object_ids):  # newly added objects
+            extra = len(self.object_ids) - objects.shape[0]
+            objects = torch.cat([objects, torch.zeros(extra, h, w, device=device)], 0)
+        given = torch.zeros(h, w, dtype=torch.bool, device=device)
+        for mask in masks.values():
+            given |= torch.from_numpy(mask.astype(bool)).to(device)
+        objects = objects.masked_fill(given[None], 0.0)
+        for object_id, mask in masks.items():
+            index = self.object_ids.index(object_id)
+            objects[index] = torch.from_numpy(mask.astype(np.float32)).to(device)
+        return soft_aggregate(objects.clamp(0.0, 1.0))
+
+    def _add_object(self, object_id: int, frame_index: int) -> None:
+        self.object_ids.append(object_id)
+        self.object_start_frames[object_id] = frame_index
+        self.bank.add_object(object_id)
+
+    def _memorise(
+        self,
+        frame_index: int,
+        image: np.ndarray,
+        labels: np.ndarray,
+        x: torch.Tensor,
+        f16: torch.Tensor,
+        key: torch.Tensor,
+        anchor_objects: tuple[int, ...],
+        encoded_objects: tuple[int, ...] | None = None,
+    ) -> None:
+        """Encode values from the hard label map and insert the frame into the bank."""
+        encoded = encoded_objects if encoded_objects is not None else tuple(self.object_ids)
+        labels_t = torch.from_numpy(labels).to(x.device)
+        masks = torch.stack([labels_t == o for o in encoded]).to(x.dtype)
+        foreground = (labels_t > 0).to(x.dtype)
+        values = self.runner.encode_value(x, masks, foreground, f16)
+        live = {o: values[i] for i, o in enumerate(encoded) if o in self.object_ids}
+        first = self.last_memorised_index < 0
+        self.bank.insert(
+            frame_index,
+            key,
+            live,
+            encoded_objects=encoded,
+            first=first,
+            anchor_objects=anchor_objects,
+            max_pins=self.options.max_pins,
+        )
+        self.last_memorised_index = frame_index
+        self._slot_data[frame_index] = (image.copy(), labels.copy())
+        kept = {s.frame_index for s in self.bank.slots if s is not None}
+        for stale in [f for f in self._slot_data if f not in kept]:
+            del self._slot_data[stale]
+
+    def _restore(self, record: SessionRecord) -> None:
+        if tuple(record.processing_size) != self.processing_size:
+            raise RecordMismatchError("record processing size does not match")
+        self.object_ids = list(record.object_ids)
+        self.object_start_frames = dict(record.object_start_frames)
+        self.removed_objects = list(record.removed_objects)
+        for object_id in self.object_ids:
+            self.bank.add_object(object_id)
+        for slot in sorted(record.slots, key=lambda s: s.frame_index):
+            x = self._image_tensor(slot.image)
+            features = self.runner.encode_frame(x)
+            self.last_memorised_index = -1 if slot.first else slot.frame_index
+            self._memorise(
+                slot.frame_index,
+                slot.image,
+                slot.labels,
+                x,
+                features[1],
+                features[0][0],
+                anchor_objects=(),
+                encoded_objects=slot.encoded_objects,
+            )
+        self.bank.anchors = dict(record.anchors)
+        self.next_frame_index = record.next_frame_index
+        self.last_memorised_index = record.last_memorised_index

@@ -1,0 +1,91 @@
+"""Everything outside the network, shared by every path (DESIGN decision 2). Torch-free.
+
+- A frame of any size is resized to the processing size (short side) before the engine.
+- User masks are resized to the processing size (nearest neighbour).
+- The engine's per-channel probabilities at processing size (background first) become a
+  label map at the original size: bilinear upsampling of the probabilities, then argmax.
+
+The ``local`` and ``triton`` backends both call these functions, so they agree by
+construction and the worker and gateway need no torch.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MIN_PROCESSING_SIDE = 32
+
+
+def processing_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(h, w) with the short side equal to ``short_side`` and the aspect ratio kept."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size must be positive, got {height}x{width}")
+    if short_side < MIN_PROCESSING_SIDE:
+        raise ValueError(f"processing short side must be at least {MIN_PROCESSING_SIDE}")
+    scale = short_side / min(height, width)
+    h = max(MIN_PROCESSING_SIDE, int(round(height * scale)))
+    w = max(MIN_PROCESSING_SIDE, int(round(width * scale)))
+    return h, w
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 [H, W, 3] -> [h, w, 3] (area filter when shrinking, bilinear when growing)."""
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an RGB frame [H, W, 3], got shape {frame.shape}")
+    h, w = size
+    if frame.shape[:2] == (h, w):
+        return np.ascontiguousarray(frame, dtype=np.uint8)
+    shrinking = h * w < frame.shape[0] * frame.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(frame), (w, h), interpolation=interpolation)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Label map [H, W] (uint8 ids) -> [h, w] by nearest neighbour."""
+    h, w = size
+    if labels.shape == (h, w):
+        return np.ascontiguousarray(labels, dtype=np.uint8)
+    return cv2.resize(labels.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def masks_from_labels(labels: np.ndarray, object_ids: list[int] | None = None) -> dict[int, np.ndarray]:
+    """Label map -> {object id: bool mask}; ``object_ids`` defaults to the ids present."""
+    ids = object_ids if object_ids is not None else [int(i) for i in np.unique(labels) if i != 0]
+    return {int(i): labels == i for i in ids}
+
+
+def labels_from_probabilities(probabilities: np.ndarray, object_ids: list[int]) -> np.ndarray:
+    """[1 + O, h, w] probabilities (background first) -> uint8 label map of object ids."""
+    if probabilities.shape[0] != len(object_ids) + 1:
+        raise ValueError(
+            f"{probabilities.shape[0]} probability channels for {len(object_ids)} objects"
+        )
+    lookup = np.array([0, *object_ids], dtype=np.uint8)
+    return lookup[np.argmax(probabilities, axis=0)]
+
+
+def probabilities_to_labels(
+    probabilities: np.ndarray, object_ids: list[int], original_size: tuple[int, int]
+) -> np.ndarray:
+    """Probabilities at processing size -> label map at ``original_size`` (H, W).
+
+    Each channel is upsampled bilinearly (half-pixel centres), then the argmax is taken at
+    the original resolution, so object borders stay smooth at any output size.
+    """
+    height, width = original_size
+    probs = np.asarray(probabilities, dtype=np.float32)
+    if probs.shape[1:] == (height, width):
+        return labels_from_probabilities(probs, object_ids)
+    best = np.zeros((height, width), dtype=np.float32)
+    winner = np.zeros((height, width), dtype=np.uint8)
+    # One channel at a time keeps peak memory at two full-size planes for any object count.
+    for channel in range(probs.shape[0]):
+        plane = cv2.resize(probs[channel], (width, height), interpolation=cv2.INTER_LINEAR)
+        if channel == 0:
+            best = plane
+            continue
+        better = plane > best
+        best = np.where(better, plane, best)
+        winner[better] = object_ids[channel - 1]
+    return winner

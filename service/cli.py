@@ -1,0 +1,249 @@
+"""The ``isvos`` command line: segment, eval, export, train, pack.
+
+Bad input ends with a one-line error and exit code 2 (media / mask problems) or 1 (other
+refusals), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="ISVOS video object segmentation (embedded engine, evaluation, export, training).",
+)
+
+DEFAULT_CONFIG = "lite"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "isvos" / "checkpoints"
+EXIT_BAD_INPUT = 2
+EXIT_REFUSED = 1
+
+
+def default_checkpoint(config: str) -> str | None:
+    """The shipped checkpoint of a config, if the package has one."""
+    path = CHECKPOINT_DIR / f"{config}.pt"
+    return str(path) if path.exists() else None
+
+
+def fail(message: str, code: int = EXIT_REFUSED) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _resolve_checkpoint(config: str, checkpoint: str | None) -> str | None:
+    if checkpoint:
+        return checkpoint
+    found = default_checkpoint(config)
+    if found is None and config != "tiny":
+        typer.secho(
+            f"warning: no trained checkpoint ships for config {config!r}; the weights are "
+            "random and the masks will be meaningless (pass --checkpoint)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    return found
+
+
+def _set_threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@app.command()
+def segment(
+    video: Annotated[Path, typer.Argument(help="Video file (mp4, mov, webm, mkv, avi) or frame folder")],
+    masks: Annotated[list[Path], typer.Option("--masks", help="Indexed PNG, binary PNGs (repeat), a folder, or COCO RLE .json")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder")],
+    config: Annotated[str, typer.Option(help="lite | paper-r50 | tiny")] = DEFAULT_CONFIG,
+    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint file (default: the shipped one)")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Processing short side in pixels")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    overlay: Annotated[bool, typer.Option("--overlay", help="Also write overlay.mp4 and preview.png")] = False,
+    rle: Annotated[bool, typer.Option("--rle", help="Also write masks.json (COCO RLE)")] = False,
+    start: Annotated[int, typer.Option(help="First frame to process")] = 0,
+    end: Annotated[int | None, typer.Option(help="Stop before this frame")] = None,
+    stride: Annotated[int, typer.Option(help="Process every N-th frame")] = 1,
+    resize_masks: Annotated[bool, typer.Option("--resize-masks", help="Resize masks of another size to the video")] = False,
+    max_memory_frames: Annotated[int, typer.Option(help="Memory capacity in frames")] = 16,
+    mem_every: Annotated[int, typer.Option(help="Memorise every N-th frame")] = 5,
+    top_k: Annotated[int, typer.Option(help="Top-k of the memory read")] = 20,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
+) -> None:
+    """Segment VIDEO from first-frame MASKS with the in-process engine."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from isvos.config import get_config
+    from service.backends.base import BackendError
+    from service.backends.local import LocalBackend
+    from service.media.errors import MediaError
+    from service.segment import SegmentRequest, segment_video
+
+    try:
+        model_config = get_config(config)
+    except ValueError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    _set_threads(threads)
+    request = SegmentRequest(
+        video=video,
+        masks=masks[0] if len(masks) == 1 else list(masks),
+        out_dir=out,
+        short_side=size or model_config.default_short_side,
+        memory_options={"max_memory_frames": max_memory_frames, "mem_every": mem_every, "top_k": top_k},
+        overlay=overlay,
+        rle=rle,
+        start=start,
+        end=end,
+        stride=stride,
+        resize_masks=resize_masks,
+    )
+    if not video.exists():
+        fail(f"video {str(video)!r} does not exist", EXIT_BAD_INPUT)
+    try:
+        backend = LocalBackend.from_model(config, _resolve_checkpoint(config, checkpoint), device)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    columns = [TextColumn("[bold]segment"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
+               TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn()]  # fmt: skip
+    try:
+        with Progress(*columns, transient=False, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("segment", total=None, fps=0.0)
+            import time
+
+            started = time.perf_counter()
+
+            def progress(done: int, total: int | None) -> None:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.update(task, completed=done, total=total, fps=done / elapsed)
+
+            summary = segment_video(backend, request, progress)
+    except MediaError as exc:
+        fail(f"[{exc.code}] {exc}", EXIT_BAD_INPUT)
+    except BackendError as exc:
+        fail(f"[{exc.code}] {exc}", EXIT_BAD_INPUT)
+    typer.echo(
+        f"{summary.frames} frames, objects {summary.objects}, "
+        f"{summary.frames_per_second} frames/s -> {out}"
+    )
+
+
+@app.command("eval")
+def evaluate(
+    gt: Annotated[Path, typer.Option("--gt", help="Ground truth root (DAVIS or davis16 layout)")],
+    pred: Annotated[Path, typer.Option("--pred", help="Predictions root (<seq>/00000.png ...)")],
+    sequences: Annotated[list[str] | None, typer.Option("--sequences", help="Only these sequences")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON")] = None,
+    run: Annotated[bool, typer.Option("--run", help="First segment every sequence into --pred")] = False,
+    method: Annotated[str, typer.Option(help="With --run: model | copy_first_frame | optical_flow")] = "model",
+    config: Annotated[str, typer.Option(help="With --run: model config")] = DEFAULT_CONFIG,
+    checkpoint: Annotated[str | None, typer.Option(help="With --run: checkpoint")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="With --run: processing short side")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
+) -> None:
+    """J&F by the DAVIS semi-supervised protocol (first and last frames excluded)."""
+    from isvos.eval_data import evaluate_folders, format_table
+
+    _set_threads(threads)
+    try:
+        if run:
+            from service.evaluation import run_sequences
+
+            run_sequences(gt, pred, sequences, method=method, config=config,
+                          checkpoint=_resolve_checkpoint(config, checkpoint) if method == "model" else None,
+                          short_side=size)  # fmt: skip
+        result = evaluate_folders(gt, pred, sequences)
+    except ValueError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    typer.echo(format_table(result))
+    if json_path is not None:
+        serialisable = {k: v for k, v in result.items() if k != "sequence_results"}
+        json_path.write_text(json.dumps(serialisable, indent=1, default=float))
+
+
+@app.command()
+def export(
+    config: Annotated[str, typer.Option(help="lite | paper-r50 | tiny")] = DEFAULT_CONFIG,
+    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint (default: the shipped one)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the graphs and manifest")] = Path("model_repo/isvos/1"),
+) -> None:
+    """Write the TorchScript graphs and their manifest."""
+    from isvos.export import export_model
+    from isvos.model import build
+
+    checkpoint = _resolve_checkpoint(config, checkpoint)
+    try:
+        model = build(config, checkpoint)
+    except ValueError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    manifest = export_model(model, out, checkpoint=checkpoint)
+    typer.echo(f"exported {config} to {manifest.parent}")
+
+
+@app.command()
+def train(
+    config: Annotated[str, typer.Option(help="lite | paper-r50 | tiny")] = DEFAULT_CONFIG,
+    data: Annotated[str, typer.Option(help="'synthetic' or a pack written by `isvos pack`")] = "synthetic",
+    out: Annotated[Path, typer.Option("--out", help="Run directory")] = Path("runs/lite"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/last.pt")] = False,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    steps: Annotated[int, typer.Option(help="Total optimiser steps")] = 10000,
+    batch_size: Annotated[int, typer.Option(help="Clips per step")] = 4,
+    lr: Annotated[float, typer.Option(help="Peak learning rate")] = 1e-4,
+    crop_size: Annotated[int, typer.Option(help="Training crop side")] = 192,
+    val: Annotated[list[str] | None, typer.Option("--val", help="Held-out sequences of the pack")] = None,
+    eval_every: Annotated[int, typer.Option(help="Steps between held-out J&F")] = 1000,
+    max_seconds: Annotated[float, typer.Option(help="Stop after this many seconds (0 = no limit)")] = 0.0,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
+) -> None:
+    """Train a model (resumable at any moment with --resume)."""
+    from isvos.train.loop import TrainOptions, train as run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    options = TrainOptions(
+        config=config, data=data, out=str(out), steps=steps, batch_size=batch_size, lr=lr,
+        crop_size=crop_size, device=device, val_sequences=list(val or []),
+        eval_every=eval_every if val else 0, max_seconds=max_seconds, threads=threads,
+    )  # fmt: skip
+    evaluate_fn = None
+    if val:
+        from isvos.train.validate import validate_on_pack
+
+        evaluate_fn = validate_on_pack
+
+    def progress(step: int, record: dict) -> None:
+        if step % 20 == 0 or "val_J&F" in record:
+            typer.echo(json.dumps(record))
+
+    run_training(options, resume=resume, evaluate=evaluate_fn, progress=progress)
+
+
+@app.command()
+def pack(
+    src: Annotated[Path, typer.Argument(help="Dataset root (davis16, DAVIS or YouTube-VOS layout)")],
+    out: Annotated[Path, typer.Option("--out", help="Pack file to write")],
+    short_side: Annotated[int, typer.Option(help="Short side of the packed frames")] = 240,
+) -> None:
+    """Write a compact pre-decoded training set (small enough to carry to a GPU machine)."""
+    from isvos.train.data import pack_dataset
+
+    try:
+        path = pack_dataset(src, out, short_side=short_side)
+    except ValueError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    typer.echo(f"packed {src} -> {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,171 @@
+"""Session lifecycle: objects, determinism, idempotent steps, re-priming, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from isvos.config import MemoryOptions
+from isvos.engine import (
+    FrameIndexError,
+    ObjectError,
+    RecordMismatchError,
+    SessionRecord,
+    SessionStateError,
+)
+from tests.conftest import iou
+
+pytestmark = pytest.mark.timeout(120)
+SIZE = (96, 160)
+
+
+def run(engine, frames, first_masks, *, start=0, stop=None, extra=None, options=None):
+    session = engine.open_session(SIZE, options)
+    results = []
+    for i in range(start, stop or len(frames)):
+        masks = first_masks if i == start else (extra or {}).get(i)
+        results.append(session.step(i, frames[i], masks))
+    return session, results
+
+
+def masks_of(labels, ids):
+    return {o: labels == o for o in ids}
+
+
+def test_tracks_objects_through_a_clip(engine, clip):
+    frames, labels = clip
+    _, results = run(engine, frames, masks_of(labels[0], [1, 2]))
+    scores = [iou(r.labels == o, labels[i] == o) for i, r in enumerate(results) for o in (1, 2)]
+    assert np.mean(scores) > 0.75, np.mean(scores)
+
+
+def test_broken_memory_read_loses_the_objects(engine, clip):
+    """With the memory values zeroed the same clip is lost: the tracking test guards reads."""
+    frames, labels = clip
+    session = engine.open_session(SIZE)
+    session.step(0, frames[0], masks_of(labels[0], [1, 2]))
+    scores = []
+    for i in range(1, len(frames)):
+        for value in session.bank.values.values():
+            value.zero_()
+        result = session.step(i, frames[i])
+        scores += [iou(result.labels == o, labels[i] == o) for o in (1, 2)]
+    assert np.mean(scores) < 0.5
+
+
+def test_object_added_mid_clip_has_no_mask_before_and_masks_after(engine, clip):
+    frames, labels = clip
+    k = 12
+    _, results = run(engine, frames, masks_of(labels[0], [1]), extra={k: masks_of(labels[k], [2])})
+    for i, result in enumerate(results):
+        if i < k:
+            assert 2 not in result.object_ids and not (result.labels == 2).any()
+        else:
+            assert result.object_ids == [1, 2]
+            assert iou(result.labels == 2, labels[i] == 2) > 0.6
+    assert results[k].memorised
+
+
+def test_removed_objects_vanish(engine, clip):
+    frames, labels = clip
+    session = engine.open_session(SIZE)
+    session.step(0, frames[0], masks_of(labels[0], [1, 2]))
+    for i in range(1, 5):
+        session.step(i, frames[i])
+    session.remove_objects([2])
+    for i in range(5, 12):
+        result = session.step(i, frames[i])
+        assert result.object_ids == [1]
+        assert not (result.labels == 2).any()
+        assert result.probabilities.shape == (2, *SIZE)
+    with pytest.raises(ObjectError):
+        session.remove_objects([2])
+    with pytest.raises(ObjectError, match="removed"):
+        session.step(12, frames[12], {2: labels[12] == 2})
+
+
+def test_deterministic(engine, clip):
+    frames, labels = clip
+    _, a = run(engine, frames, masks_of(labels[0], [1, 2]), stop=15)
+    _, b = run(engine, frames, masks_of(labels[0], [1, 2]), stop=15)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.labels, y.labels)
+        assert np.array_equal(x.probabilities, y.probabilities)
+
+
+def test_repeated_index_returns_cached_result_and_gap_is_refused(engine, clip):
+    frames, labels = clip
+    session = engine.open_session(SIZE)
+    first = session.step(0, frames[0], masks_of(labels[0], [1]))
+    second = session.step(1, frames[1])
+    assert session.step(1, frames[1]) is second
+    with pytest.raises(FrameIndexError):
+        session.step(3, frames[3])
+    with pytest.raises(FrameIndexError):
+        session.step(0, frames[0])
+    assert first.frame_index == 0 and session.next_frame_index == 2
+
+
+def test_reprime_gives_identical_outputs(engine, clip):
+    frames, labels = clip
+    options = MemoryOptions(max_memory_frames=4, mem_every=3)
+    session = engine.open_session(SIZE, options)
+    session.step(0, frames[0], masks_of(labels[0], [1]))
+    for i in range(1, 15):
+        session.step(i, frames[i], masks_of(labels[i], [2]) if i == 7 else None)
+    session.remove_objects([1])
+    session.step(15, frames[15], masks_of(labels[15], [1 + 2]) if (labels[15] == 3).any() else None)
+    record = SessionRecord.from_bytes(session.record().to_bytes())
+    primed = engine.prime(record)
+    for i in range(16, 36):
+        a = session.step(i, frames[i])
+        b = primed.step(i, frames[i])
+        assert np.array_equal(a.labels, b.labels), i
+        assert np.array_equal(a.probabilities, b.probabilities), i
+
+
+def test_prime_refuses_a_record_of_another_checkpoint_or_config(engine, clip):
+    from isvos.engine import EagerRunner, Engine
+    from isvos.model import build
+
+    frames, labels = clip
+    session = engine.open_session(SIZE)
+    session.step(0, frames[0], masks_of(labels[0], [1]))
+    record = session.record()
+    other = Engine(EagerRunner(build("tiny")))  # random weights
+    with pytest.raises(RecordMismatchError, match="checkpoint"):
+        other.prime(record)
+    record.architecture_hash = "0" * 16
+    with pytest.raises(RecordMismatchError, match="config"):
+        engine.prime(record)
+    with pytest.raises(ValueError, match="not a session record"):
+        SessionRecord.from_bytes(b"garbage")
+
+
+def test_blank_frame_and_tiny_memory_give_no_nan(engine, clip):
+    frames, labels = clip
+    options = MemoryOptions(top_k=10_000)  # more than the memory's positions
+    session = engine.open_session(SIZE, options)
+    session.step(0, frames[0], masks_of(labels[0], [1, 2]))
+    blank = np.zeros_like(frames[1])
+    for i in range(1, 4):
+        result = session.step(i, blank)
+        assert np.isfinite(result.probabilities).all()
+        assert np.allclose(result.probabilities.sum(0), 1.0, atol=1e-4)
+
+
+def test_bad_input_is_refused(engine, clip):
+    frames, labels = clip
+    session = engine.open_session(SIZE, MemoryOptions(max_objects=2))
+    with pytest.raises(SessionStateError, match="needs at least one mask"):
+        session.step(0, frames[0])
+    with pytest.raises(SessionStateError, match="processes"):
+        session.step(0, frames[0][:50], {1: labels[0][:50] == 1})
+    with pytest.raises(ObjectError, match="empty"):
+        session.step(0, frames[0], {1: np.zeros(SIZE, bool)})
+    with pytest.raises(ObjectError, match="outside"):
+        session.step(0, frames[0], {256: labels[0] == 1})
+    three = {1: labels[0] == 1, 2: labels[0] == 2, 3: labels[0] > 0}
+    with pytest.raises(ObjectError, match="exceed"):
+        session.step(0, frames[0], three)
+    session.step(0, frames[0], {1: labels[0] == 1})

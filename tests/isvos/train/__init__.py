@@ -1,0 +1,1 @@
+"""Tests of isvos.train data and augmentation."""
