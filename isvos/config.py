@@ -170,12 +170,17 @@ class MemoryOptions:
             raise ValueError("mem_every must be at least 1")
         if self.top_k < 1:
             raise ValueError("top_k must be at least 1")
-        if not 1 <= self.max_pins < self.max_memory_frames:
-            raise ValueError("max_pins must be in [1, max_memory_frames)")
+        if self.max_pins < 1:
+            raise ValueError("max_pins must be at least 1")
         if not 1 <= self.max_objects <= 255:
             raise ValueError("max_objects must be in [1, 255]")
         if self.affinity_chunk < 1:
             raise ValueError("affinity_chunk must be positive")
+
+    @property
+    def pin_cap(self) -> int:
+        """Pins in force: at least one slot always stays free for the FIFO."""
+        return min(self.max_pins, self.max_memory_frames - 1)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

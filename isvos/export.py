@@ -16,6 +16,7 @@ sessions is inside the graphs: the engine orchestrates them.
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 from isvos import __version__
 from isvos.engine.runner import GRAPH_NAMES, GRAPHS_FILE, MANIFEST_FILE
 from isvos.model.build import model_hash
+from isvos.model.fuse import fold_batchnorm
 from isvos.model.network import ISVOS
 
 MANIFEST_FORMAT = "isvos-export"
@@ -36,7 +38,8 @@ def export_model(model: ISVOS, out_dir: str | Path, *, checkpoint: str | None = 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.to("cpu").float().eval()
-    scripted = torch.jit.script(model)
+    identity = model_hash(model)
+    scripted = torch.jit.script(fold_batchnorm(copy.deepcopy(model)))
     tmp = out / (GRAPHS_FILE + ".tmp")
     scripted.save(str(tmp))
     tmp.replace(out / GRAPHS_FILE)
@@ -46,7 +49,7 @@ def export_model(model: ISVOS, out_dir: str | Path, *, checkpoint: str | None = 
         "version": MANIFEST_VERSION,
         "config": config.to_dict(),
         "architecture_hash": config.architecture_hash(),
-        "model_hash": model_hash(model),
+        "model_hash": identity,
         "checkpoint": checkpoint,
         "graphs": {"file": GRAPHS_FILE, "methods": list(GRAPH_NAMES)},
         "processing": {

@@ -6,6 +6,7 @@ of the weights (``model_hash``), so a session runs unchanged on either.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Protocol
@@ -46,12 +47,17 @@ class Runner(Protocol):
 class EagerRunner:
     """Runs the eager ``ISVOS`` modules (inference mode)."""
 
-    def __init__(self, model: ISVOS, *, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, model: ISVOS, *, dtype: torch.dtype = torch.float32, fold_bn: bool = True
+    ) -> None:
         from isvos.model.build import model_hash
+        from isvos.model.fuse import fold_batchnorm
 
-        self.model = model.eval()
         self.config = model.config
         self.model_hash = model_hash(model)
+        # Inference runs on a folded copy: the caller's model (maybe in training) is untouched.
+        self.model = fold_batchnorm(copy.deepcopy(model)) if fold_bn else model
+        self.model.eval()
         self.device = next(model.parameters()).device
         self.dtype = dtype
         if dtype != torch.float32:

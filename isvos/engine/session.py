@@ -64,6 +64,39 @@ class Engine:
     ) -> Session:
         return Session(self, processing_size, options or MemoryOptions())
 
+    def step_many(
+        self, steps: list[tuple[Session, int, np.ndarray, dict[int, np.ndarray] | None]]
+    ) -> list[StepResult | Exception]:
+        """Step several sessions at once (cross-session batching on an inference server).
+
+        The object-agnostic frame encoder runs once for all frames of the same size; the
+        rest of each step runs per session. Each entry's result or error is returned in
+        order; one session's error does not fail the others.
+        """
+        results: list[StepResult | Exception | None] = [None] * len(steps)
+        pending: dict[tuple[int, int], list[int]] = {}
+        for i, (session, frame_index, image, masks) in enumerate(steps):
+            try:
+                if session.replayed(frame_index):
+                    results[i] = session.last_result
+                    continue
+                session.validate_step(frame_index, image, masks)
+            except Exception as exc:  # reported per entry
+                results[i] = exc
+                continue
+            pending.setdefault(image.shape[:2], []).append(i)
+        for indices in pending.values():
+            images = torch.cat([steps[i][0]._image_tensor(steps[i][2]) for i in indices])
+            features = self.runner.encode_frame(images)
+            for row, i in enumerate(indices):
+                session, frame_index, image, masks = steps[i]
+                own = tuple(f[row : row + 1] for f in features)
+                try:
+                    results[i] = session.step(frame_index, image, masks, features=own)
+                except Exception as exc:
+                    results[i] = exc
+        return results  # type: ignore[return-value]
+
     def prime(self, record: SessionRecord) -> Session:
         """A new session restored from ``record`` (refuses another checkpoint or config)."""
         config = self.runner.config
@@ -116,29 +149,45 @@ class Session:
 
     # ------------------------------------------------------------------ public API
 
-    def step(
-        self,
-        frame_index: int,
-        image: np.ndarray,
-        masks: dict[int, np.ndarray] | None = None,
-    ) -> StepResult:
-        """Segment frame ``frame_index``; ``masks`` add new objects or correct existing ones."""
+    def replayed(self, frame_index: int) -> bool:
+        """True when ``frame_index`` is the last step's (its cached result is returned)."""
+        return self.last_result is not None and frame_index == self.last_result.frame_index
+
+    def validate_step(
+        self, frame_index: int, image: np.ndarray, masks: dict[int, np.ndarray] | None
+    ) -> None:
+        """Raise the error a step with these arguments would raise, without computing."""
         if self.closed:
             raise SessionStateError("session is closed")
-        if self.last_result is not None and frame_index == self.last_result.frame_index:
-            return self.last_result
         if frame_index != self.next_frame_index:
             raise FrameIndexError(
                 f"frame {frame_index} out of order: expected {self.next_frame_index}"
                 + (f" (or {self.last_result.frame_index} again)" if self.last_result else "")
             )
-        masks = masks or {}
         if not self.object_ids and not masks:
             raise SessionStateError("the first step of a session needs at least one mask")
         self._check_image(image)
-        self._check_masks(masks)
+        self._check_masks(masks or {})
+
+    def step(
+        self,
+        frame_index: int,
+        image: np.ndarray,
+        masks: dict[int, np.ndarray] | None = None,
+        *,
+        features=None,
+    ) -> StepResult:
+        """Segment frame ``frame_index``; ``masks`` add new objects or correct existing ones.
+
+        ``features`` lets a caller pass this frame's encoder output computed in a batch.
+        """
+        if self.replayed(frame_index) and not self.closed:
+            return self.last_result  # type: ignore[return-value]
+        self.validate_step(frame_index, image, masks)
+        masks = masks or {}
         x = self._image_tensor(image)
-        features = self.runner.encode_frame(x)
+        if features is None:
+            features = self.runner.encode_frame(x)
         probabilities = self._predict(features)
         for object_id in masks:
             if object_id not in self.object_ids:
@@ -308,7 +357,7 @@ class Session:
             encoded_objects=encoded,
             first=first,
             anchor_objects=anchor_objects,
-            max_pins=self.options.max_pins,
+            max_pins=self.options.pin_cap,
         )
         self.last_memorised_index = frame_index
         self._slot_data[frame_index] = (image.copy(), labels.copy())

@@ -104,9 +104,24 @@ class ResNet50(nn.Module):
 
 
 class Conv2dSame(nn.Conv2d):
-    """Conv2d with TensorFlow "same" padding, computed from the input size at run time."""
+    """Conv2d with TensorFlow "same" padding, computed from the input size at run time.
+
+    With stride 1 and an odd kernel, "same" is symmetric and uses the conv's own padding
+    (no padded copy of the input); strided convs pad explicitly (bottom/right heavy).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        k = self.kernel_size[0]
+        self.symmetric = self.stride[0] == 1 and self.stride[1] == 1 and k % 2 == 1
+        if self.symmetric:
+            self.padding = (k // 2, self.kernel_size[1] // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.symmetric:
+            return F.conv2d(
+                x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+            )
         ih, iw = x.shape[-2], x.shape[-1]
         kh, kw = self.weight.shape[-2], self.weight.shape[-1]
         sh, sw = self.stride[0], self.stride[1]
