@@ -51,6 +51,19 @@ def _resolve_checkpoint(config: str, checkpoint: str | None) -> str | None:
     return found
 
 
+def _limits(max_frames: int | None, max_file_mb: float | None):
+    import dataclasses
+
+    from service.media.limits import MediaLimits
+
+    limits = MediaLimits()
+    if max_frames is not None:
+        limits = dataclasses.replace(limits, max_frames=max_frames)
+    if max_file_mb is not None:
+        limits = dataclasses.replace(limits, max_file_bytes=int(max_file_mb * 1e6))
+    return limits
+
+
 def _set_threads(threads: int) -> None:
     if threads > 0:
         import torch
@@ -77,6 +90,8 @@ def segment(
     mem_every: Annotated[int, typer.Option(help="Memorise every N-th frame")] = 5,
     top_k: Annotated[int, typer.Option(help="Top-k of the memory read")] = 20,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
+    max_frames: Annotated[int | None, typer.Option(help="Refuse videos with more frames")] = None,
+    max_file_mb: Annotated[float | None, typer.Option(help="Refuse larger files (MB)")] = None,
 ) -> None:
     """Segment VIDEO from first-frame MASKS with the in-process engine."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -104,6 +119,7 @@ def segment(
         end=end,
         stride=stride,
         resize_masks=resize_masks,
+        limits=_limits(max_frames, max_file_mb),
     )
     if not video.exists():
         fail(f"video {str(video)!r} does not exist", EXIT_BAD_INPUT)
@@ -204,7 +220,8 @@ def train(
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
 ) -> None:
     """Train a model (resumable at any moment with --resume)."""
-    from isvos.train.loop import TrainOptions, train as run_training
+    from isvos.train.loop import TrainOptions
+    from isvos.train.loop import train as run_training
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = TrainOptions(

@@ -29,7 +29,7 @@ from service.media.limits import MediaLimits
 from service.media.masks import load_mask_input, write_indexed_png
 from service.media.overlay import OverlayWriter, write_preview
 from service.media.rle import write_rle_json
-from service.media.video import BackgroundDecoder, iter_frames, probe_video
+from service.media.video import BackgroundDecoder, probe_video
 
 PREVIEW_FRAMES = 8
 
@@ -91,68 +91,54 @@ def segment_video(
         if request.overlay
         else None
     )
-    rle_frames: list[tuple[int, np.ndarray]] = []
     previews: list[tuple[np.ndarray, np.ndarray]] = []
     preview_every = max((total or PREVIEW_FRAMES) // PREVIEW_FRAMES, 1)
-    handle = None
+    all_ids = sorted({int(i) for m in prompts.values() for i in np.unique(m) if i})
+    state: dict = {"handle": None, "step": 0}
     timestamps: list[float | None] = []
-    object_ids: list[int] = []
     started = time.perf_counter()
-    step = 0
     decoder = BackgroundDecoder(
-        iter_frames(request.video, request.limits, request.start, request.end, request.stride)
+        request.video, request.limits, request.start, request.end, request.stride
     )
-    try:
+
+    def segmented():
+        """Yields (frame index, labels at original size) and writes PNG/overlay/preview."""
         for frame in decoder:
             prompt = prompts.get(frame.index)
-            if handle is None and prompt is not None:
-                handle = backend.open(uuid.uuid4().hex, psize, request.memory_options)
-            if handle is None:
-                labels = np.zeros(size, np.uint8)
-            else:
-                image = resize_frame(frame.image, psize)
-                masks = None
-                if prompt is not None:
-                    masks = masks_from_labels(resize_labels(prompt, psize))
-                    masks = {o: m for o, m in masks.items() if m.any()}
-                    if not masks:
-                        raise MediaError(
-                            "mask_empty",
-                            f"the masks of frame {frame.index} vanish at the processing size "
-                            f"{psize[1]}x{psize[0]}; raise --size",
-                        )
-                result = backend.step(handle, step, image, masks)
-                step += 1
-                object_ids = result.object_ids
-                labels = probabilities_to_labels(result.probabilities, result.object_ids, size)
+            if state["handle"] is None and prompt is not None:
+                state["handle"] = backend.open(uuid.uuid4().hex, psize, request.memory_options)
+            labels = _segment_frame(backend, state, frame.image, prompt, psize, size, frame.index)
             write_indexed_png(mask_dir / f"{frame.index:05d}.png", labels)
             timestamps.append(frame.pts_s)
             if overlay is not None:
                 overlay.write_frame(frame.image, labels)
-            if request.rle:
-                rle_frames.append((frame.index, labels))
-            if len(timestamps) % preview_every == 1 or preview_every == 1:
-                if len(previews) < PREVIEW_FRAMES:
-                    previews.append((frame.image, labels))
+            if (len(timestamps) - 1) % preview_every == 0 and len(previews) < PREVIEW_FRAMES:
+                previews.append((frame.image, labels))
             if progress is not None:
                 progress(len(timestamps), total)
+            yield frame.index, labels
+
+    try:
+        if request.rle:
+            write_rle_json(out / "masks.json", segmented(), all_ids, size=size)
+        else:
+            for _ in segmented():
+                pass
     finally:
         decoder.close()
         if overlay is not None:
             overlay.close()
-        if handle is not None:
-            backend.close(handle)
+        if state["handle"] is not None:
+            backend.close(state["handle"])
     if not timestamps:
         raise MediaError("frame_range", f"no frames were decoded from frame {request.start} on")
-    if handle is None:
+    if state["handle"] is None:
         raise MediaError(
             "frame_range", f"no decoded frame carries the masks (given for frame {first_prompt})"
         )
     seconds = time.perf_counter() - started
     outputs = {"masks": str(mask_dir)}
-    all_ids = sorted(set(object_ids) | {int(i) for m in prompts.values() for i in np.unique(m) if i})
     if request.rle:
-        write_rle_json(out / "masks.json", rle_frames, all_ids)
         outputs["rle"] = str(out / "masks.json")
     if overlay is not None:
         outputs["overlay"] = str(out / "overlay.mp4")
@@ -178,3 +164,29 @@ def _expected_frames(frame_count: int | None, request: SegmentRequest) -> int | 
         return None
     end = frame_count if request.end is None else min(request.end, frame_count)
     return max(0, -(-(end - request.start) // request.stride))
+
+
+def _segment_frame(
+    backend: Backend,
+    state: dict,
+    image: np.ndarray,
+    prompt: np.ndarray | None,
+    psize: tuple[int, int],
+    size: tuple[int, int],
+    frame_index: int,
+) -> np.ndarray:
+    """One frame through the backend; empty labels before the first prompt."""
+    if state["handle"] is None:
+        return np.zeros(size, np.uint8)
+    masks = None
+    if prompt is not None:
+        masks = {o: m for o, m in masks_from_labels(resize_labels(prompt, psize)).items() if m.any()}
+        if not masks:
+            raise MediaError(
+                "mask_empty",
+                f"the masks of frame {frame_index} vanish at the processing size "
+                f"{psize[1]}x{psize[0]}; raise --size",
+            )
+    result = backend.step(state["handle"], state["step"], resize_frame(image, psize), masks)
+    state["step"] += 1
+    return probabilities_to_labels(result.probabilities, result.object_ids, size)

@@ -92,3 +92,11 @@ def test_youtube_vos_keeps_annotated_frames(ytvos_root: Path, tmp_path: Path) ->
 def test_incomplete_pack_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         PackedDataset(tmp_path)
+
+
+def test_data_modules_are_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, isvos.train.data, isvos.train.augment; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,0 +1,117 @@
+"""A real Triton server (the nvidia-pytriton wheel's binary, python backend on CPU) serving
+the committed tiny checkpoint. One shared server per test session; tests that kill a server
+or need other parameters start private ones (marked slow)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, TINY_CHECKPOINT
+
+if importlib.util.find_spec("pytriton") is None:
+    pytest.skip("nvidia-pytriton (the tritonserver binary) is not installed", allow_module_level=True)
+pytest.importorskip("tritonclient.grpc")
+
+SOURCE_MODEL = REPO / "model_repo" / "isvos"
+
+
+@pytest.fixture(scope="session")
+def triton_repo(tmp_path_factory) -> Path:
+    """A copy of model_repo/ (config + model.py) with the tiny checkpoint exported into it."""
+    from service.triton_server import ensure_exported
+
+    repo = tmp_path_factory.mktemp("triton") / "model_repo"
+    version = repo / "isvos" / "1"
+    version.mkdir(parents=True)
+    shutil.copy(SOURCE_MODEL / "config.pbtxt", repo / "isvos" / "config.pbtxt")
+    shutil.copy(SOURCE_MODEL / "1" / "model.py", version / "model.py")
+    ensure_exported(version, "tiny", TINY_CHECKPOINT)
+    return repo
+
+
+def start_server(repo: Path, **kwargs):
+    from service.triton_server import start_local_triton
+
+    kwargs.setdefault("parameters", {})
+    kwargs["parameters"].setdefault("torch_threads", 2)
+    return start_local_triton(repo, export_config=None, ready_timeout=90, **kwargs)
+
+
+@contextlib.contextmanager
+def private_server(repo: Path, **kwargs):
+    server = start_server(repo, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_repo):
+    server = start_server(triton_repo, metrics=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def triton_backend(triton_server):
+    from service.backends.triton import TritonBackend
+
+    backend = TritonBackend(triton_server.url, timeout_s=60, retry_unavailable_s=5)
+    yield backend
+    backend.shutdown()
+
+
+@pytest.fixture(scope="session")
+def scripted_engine(triton_repo):
+    """The engine over the same exported graphs the server runs, in this process."""
+    import torch
+
+    from isvos.engine import Engine, ScriptedRunner
+
+    torch.set_num_threads(2)
+    return Engine(ScriptedRunner(triton_repo / "isvos" / "1"))
+
+
+@pytest.fixture()
+def local_backend(scripted_engine):
+    from service.backends.local import LocalBackend
+
+    return LocalBackend(scripted_engine)
+
+
+def run_clip(backend, session_id, frames, labels, *, add_at=None, steps=None, handle=None):
+    """Step ``frames`` through ``backend``: object 1 from frame 0, object 2 from ``add_at``
+    (from frame 0 with None). Returns (handle, [StepOutput])."""
+    from isvos.processing import masks_from_labels
+
+    size = frames.shape[1:3]
+    if handle is None:
+        handle = backend.open(session_id, size, {"max_objects": 4})
+    outputs = []
+    indices = range(len(frames)) if steps is None else steps
+    for i in indices:
+        masks = None
+        if i == 0:
+            ids = [1] if add_at is not None else [1, 2]
+            masks = {o: m for o, m in masks_from_labels(labels[0], ids).items()}
+        elif add_at is not None and i == add_at:
+            masks = masks_from_labels(labels[i], [2])
+        outputs.append(backend.step(handle, i, frames[i], masks))
+    return handle, outputs
+
+
+def assert_same_outputs(a, b, atol=1e-3):
+    """Identical label maps; probabilities equal up to the fp16 wire format."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.frame_index == y.frame_index
+        assert x.object_ids == y.object_ids
+        np.testing.assert_array_equal(x.labels, y.labels, err_msg=f"frame {x.frame_index}")
+        np.testing.assert_allclose(x.probabilities, y.probabilities, atol=atol, rtol=0)
