@@ -95,20 +95,31 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__}")
-    print(f"{'config':<10} {'size':>8} {'obj':>3} {'median step':>12} {'non-memory':>11} {'bank MiB':>9}")
+    print(
+        f"{'config':<10} {'size':>8} {'obj':>3} {'median step':>12} "
+        f"{'non-memory':>11} {'bank MiB':>9}"
+    )
     for name in args.configs:
         engine = Engine(EagerRunner(build(name, device=args.device)))
         for size in sizes:
-            steps = args.steps if not (name == "paper-r50" and size[0] >= 480) else max(9, args.steps // 3)
+            steps = (
+                args.steps
+                if not (name == "paper-r50" and size[0] >= 480)
+                else max(9, args.steps // 3)
+            )
             for objects in args.objects:
                 r = time_steps(engine, size, objects, steps, args.device)
                 print(
-                    f"{name:<10} {size[0]}x{size[1]:>4} {objects:>3} {r['median_s'] * 1000:>10.1f}ms"
+                    f"{name:<10} {size[0]}x{size[1]:>4} {objects:>3} "
+                    f"{r['median_s'] * 1000:>10.1f}ms"
                     f" {r['median_plain_s'] * 1000:>9.1f}ms {r['memory_bytes'] / 2**20:>9.2f}"
                 )
     print("\npeers (ENVIRONMENT.md, 1 object, same CPUs):")
     for size, peers in PEERS.items():
-        print(f"  {size[0]}x{size[1]}: " + ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in peers.items()))
+        print(
+            f"  {size[0]}x{size[1]}: "
+            + ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in peers.items())
+        )
     if not args.skip_memory:
         engine = Engine(EagerRunner(build("lite", device=args.device)))
         print("\nlite 240x432, 1 object: frame, memory-bank bytes, process RSS")

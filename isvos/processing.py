@@ -49,7 +49,9 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(labels.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def masks_from_labels(labels: np.ndarray, object_ids: list[int] | None = None) -> dict[int, np.ndarray]:
+def masks_from_labels(
+    labels: np.ndarray, object_ids: list[int] | None = None
+) -> dict[int, np.ndarray]:
     """Label map -> {object id: bool mask}; ``object_ids`` defaults to the ids present."""
     ids = object_ids if object_ids is not None else [int(i) for i in np.unique(labels) if i != 0]
     return {int(i): labels == i for i in ids}

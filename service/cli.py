@@ -73,27 +73,48 @@ def _set_threads(threads: int) -> None:
 
 @app.command()
 def segment(
-    video: Annotated[Path, typer.Argument(help="Video file (mp4, mov, webm, mkv, avi) or frame folder")],
-    masks: Annotated[list[Path], typer.Option("--masks", help="Indexed PNG, binary PNGs (repeat), a folder, or COCO RLE .json")],
+    video: Annotated[
+        Path, typer.Argument(help="Video file (mp4, mov, webm, mkv, avi) or frame folder")
+    ],
+    masks: Annotated[
+        list[Path],
+        typer.Option(
+            "--masks", help="Indexed PNG, binary PNGs (repeat), a folder, or COCO RLE .json"
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder")],
     config: Annotated[str, typer.Option(help="lite | paper-r50 | tiny")] = DEFAULT_CONFIG,
-    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint file (default: the shipped one)")] = None,
-    size: Annotated[int | None, typer.Option("--size", help="Processing short side in pixels")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Checkpoint file (default: the shipped one)")
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option("--size", help="Processing short side in pixels")
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
-    overlay: Annotated[bool, typer.Option("--overlay", help="Also write overlay.mp4 and preview.png")] = False,
+    overlay: Annotated[
+        bool, typer.Option("--overlay", help="Also write overlay.mp4 and preview.png")
+    ] = False,
     rle: Annotated[bool, typer.Option("--rle", help="Also write masks.json (COCO RLE)")] = False,
     start: Annotated[int, typer.Option(help="First frame to process")] = 0,
     end: Annotated[int | None, typer.Option(help="Stop before this frame")] = None,
     stride: Annotated[int, typer.Option(help="Process every N-th frame")] = 1,
-    resize_masks: Annotated[bool, typer.Option("--resize-masks", help="Resize masks of another size to the video")] = False,
+    resize_masks: Annotated[
+        bool, typer.Option("--resize-masks", help="Resize masks of another size to the video")
+    ] = False,
     max_memory_frames: Annotated[int, typer.Option(help="Memory capacity in frames")] = 16,
     mem_every: Annotated[int, typer.Option(help="Memorise every N-th frame")] = 5,
     top_k: Annotated[int, typer.Option(help="Top-k of the memory read")] = 20,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
     max_frames: Annotated[int | None, typer.Option(help="Refuse videos with more frames")] = None,
     max_file_mb: Annotated[float | None, typer.Option(help="Refuse larger files (MB)")] = None,
+    backend_name: Annotated[
+        str, typer.Option("--backend", help="local (in-process engine) | triton")
+    ] = "local",
+    triton_url: Annotated[
+        str, typer.Option("--triton-url", help="With --backend triton: gRPC HOST:PORT")
+    ] = "127.0.0.1:8001",
 ) -> None:
-    """Segment VIDEO from first-frame MASKS with the in-process engine."""
+    """Segment VIDEO from first-frame MASKS with the in-process engine (or a Triton server)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from isvos.config import get_config
@@ -112,7 +133,11 @@ def segment(
         masks=masks[0] if len(masks) == 1 else list(masks),
         out_dir=out,
         short_side=size or model_config.default_short_side,
-        memory_options={"max_memory_frames": max_memory_frames, "mem_every": mem_every, "top_k": top_k},
+        memory_options={
+            "max_memory_frames": max_memory_frames,
+            "mem_every": mem_every,
+            "top_k": top_k,
+        },
         overlay=overlay,
         rle=rle,
         start=start,
@@ -123,12 +148,26 @@ def segment(
     )
     if not video.exists():
         fail(f"video {str(video)!r} does not exist", EXIT_BAD_INPUT)
+    if backend_name not in ("local", "triton"):
+        fail(f"unknown backend {backend_name!r}: local | triton", EXIT_BAD_INPUT)
     try:
-        backend = LocalBackend.from_model(config, _resolve_checkpoint(config, checkpoint), device)
+        if backend_name == "triton":
+            from service.backends.triton import TritonBackend
+
+            backend = TritonBackend(triton_url)
+        else:
+            backend = LocalBackend.from_model(
+                config, _resolve_checkpoint(config, checkpoint), device
+            )
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    columns = [TextColumn("[bold]segment"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
-               TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn()]  # fmt: skip
+    columns = [
+        TextColumn("[bold]segment"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} frames"),
+        TextColumn("{task.fields[fps]:.1f} fps"),
+        TimeRemainingColumn(),
+    ]
     try:
         with Progress(*columns, transient=False, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("segment", total=None, fps=0.0)
@@ -155,13 +194,23 @@ def segment(
 def evaluate(
     gt: Annotated[Path, typer.Option("--gt", help="Ground truth root (DAVIS or davis16 layout)")],
     pred: Annotated[Path, typer.Option("--pred", help="Predictions root (<seq>/00000.png ...)")],
-    sequences: Annotated[list[str] | None, typer.Option("--sequences", help="Only these sequences")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON")] = None,
-    run: Annotated[bool, typer.Option("--run", help="First segment every sequence into --pred")] = False,
-    method: Annotated[str, typer.Option(help="With --run: model | copy_first_frame | optical_flow")] = "model",
+    sequences: Annotated[
+        list[str] | None, typer.Option("--sequences", help="Only these sequences")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON")
+    ] = None,
+    run: Annotated[
+        bool, typer.Option("--run", help="First segment every sequence into --pred")
+    ] = False,
+    method: Annotated[
+        str, typer.Option(help="With --run: model | copy_first_frame | optical_flow")
+    ] = "model",
     config: Annotated[str, typer.Option(help="With --run: model config")] = DEFAULT_CONFIG,
     checkpoint: Annotated[str | None, typer.Option(help="With --run: checkpoint")] = None,
-    size: Annotated[int | None, typer.Option("--size", help="With --run: processing short side")] = None,
+    size: Annotated[
+        int | None, typer.Option("--size", help="With --run: processing short side")
+    ] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
 ) -> None:
     """J&F by the DAVIS semi-supervised protocol (first and last frames excluded)."""
@@ -172,9 +221,11 @@ def evaluate(
         if run:
             from service.evaluation import run_sequences
 
-            run_sequences(gt, pred, sequences, method=method, config=config,
-                          checkpoint=_resolve_checkpoint(config, checkpoint) if method == "model" else None,
-                          short_side=size)  # fmt: skip
+            weights = _resolve_checkpoint(config, checkpoint) if method == "model" else None
+            run_sequences(
+                gt, pred, sequences, method=method, config=config, checkpoint=weights,
+                short_side=size,
+            )  # fmt: skip
         result = evaluate_folders(gt, pred, sequences)
     except ValueError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
@@ -187,8 +238,12 @@ def evaluate(
 @app.command()
 def export(
     config: Annotated[str, typer.Option(help="lite | paper-r50 | tiny")] = DEFAULT_CONFIG,
-    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint (default: the shipped one)")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the graphs and manifest")] = Path("model_repo/isvos/1"),
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Checkpoint (default: the shipped one)")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the graphs and manifest")] = Path(
+        "model_repo/isvos/1"
+    ),
 ) -> None:
     """Write the TorchScript graphs and their manifest."""
     from isvos.export import export_model
@@ -206,7 +261,9 @@ def export(
 @app.command()
 def train(
     config: Annotated[str, typer.Option(help="lite | paper-r50 | tiny")] = DEFAULT_CONFIG,
-    data: Annotated[str, typer.Option(help="'synthetic' or a pack written by `isvos pack`")] = "synthetic",
+    data: Annotated[
+        str, typer.Option(help="'synthetic' or a pack written by `isvos pack`")
+    ] = "synthetic",
     out: Annotated[Path, typer.Option("--out", help="Run directory")] = Path("runs/lite"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/last.pt")] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
@@ -214,9 +271,13 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Clips per step")] = 4,
     lr: Annotated[float, typer.Option(help="Peak learning rate")] = 1e-4,
     crop_size: Annotated[int, typer.Option(help="Training crop side")] = 192,
-    val: Annotated[list[str] | None, typer.Option("--val", help="Held-out sequences of the pack")] = None,
+    val: Annotated[
+        list[str] | None, typer.Option("--val", help="Held-out sequences of the pack")
+    ] = None,
     eval_every: Annotated[int, typer.Option(help="Steps between held-out J&F")] = 1000,
-    max_seconds: Annotated[float, typer.Option(help="Stop after this many seconds (0 = no limit)")] = 0.0,
+    max_seconds: Annotated[
+        float, typer.Option(help="Stop after this many seconds (0 = no limit)")
+    ] = 0.0,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
 ) -> None:
     """Train a model (resumable at any moment with --resume)."""
@@ -244,7 +305,9 @@ def train(
 
 @app.command()
 def pack(
-    src: Annotated[Path, typer.Argument(help="Dataset root (davis16, DAVIS or YouTube-VOS layout)")],
+    src: Annotated[
+        Path, typer.Argument(help="Dataset root (davis16, DAVIS or YouTube-VOS layout)")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Pack file to write")],
     short_side: Annotated[int, typer.Option(help="Short side of the packed frames")] = 240,
 ) -> None:
@@ -256,6 +319,60 @@ def pack(
     except ValueError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
     typer.echo(f"packed {src} -> {path}")
+
+
+@app.command()
+def triton(
+    model_repo: Annotated[
+        Path, typer.Option("--model-repo", help="Model repository (with isvos/config.pbtxt)")
+    ] = Path("model_repo"),
+    config: Annotated[
+        str, typer.Option(help="Config exported into isvos/1 when missing")
+    ] = DEFAULT_CONFIG,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Checkpoint (default: the shipped one)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (0 = a free one)")] = 8001,
+    http_port: Annotated[int, typer.Option(help="HTTP port (0 = a free one)")] = 8000,
+    metrics_port: Annotated[int, typer.Option(help="Metrics port (0 = a free one)")] = 8002,
+    device: Annotated[str, typer.Option(help="auto | cpu | gpu")] = "auto",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Model parameter KEY=VALUE (repeat)")
+    ] = None,
+) -> None:
+    """Run a local Triton server (nvidia-pytriton's binary) on the model repository until Ctrl-C."""
+    import time
+
+    from service.triton_server import TritonStartError, start_local_triton
+
+    parameters = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--param {item!r} is not KEY=VALUE", EXIT_BAD_INPUT)
+        parameters[key] = value
+    try:
+        server = start_local_triton(
+            model_repo, export_config=config, checkpoint=_resolve_checkpoint(config, checkpoint),
+            host=host, grpc_port=grpc_port or None, http_port=http_port or None, metrics=True,
+            metrics_port=metrics_port or None, device=device, parameters=parameters,
+        )  # fmt: skip
+    except (TritonStartError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"triton ready ({server.device}): grpc {server.url}, http {server.http_url}, "
+               f"metrics {server.metrics_url}; Ctrl-C stops it")  # fmt: skip
+    try:
+        while server.alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        code = server.process.poll()
+        tail = server.log_tail() if code is not None else ""
+        server.stop()
+    if code not in (None, 0):
+        fail(f"tritonserver exited with {code}:\n{tail}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -30,7 +30,9 @@ def segment_frames(
         for index, frame in enumerate(frames):
             masks = masks_from_labels(resize_labels(first_labels, psize)) if index == 0 else None
             output = backend.step(handle, index, resize_frame(frame, psize), masks)
-            results.append(probabilities_to_labels(output.probabilities, output.object_ids, (height, width)))
+            results.append(
+                probabilities_to_labels(output.probabilities, output.object_ids, (height, width))
+            )
     finally:
         backend.close(handle)
     return results

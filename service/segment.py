@@ -74,7 +74,9 @@ def segment_video(
         request.masks, size, request.limits, request.resize_masks, num_frames=info.frame_count
     )
     if request.end is not None and request.end <= request.start:
-        raise MediaError("frame_range", f"--end {request.end} must be after --start {request.start}")
+        raise MediaError(
+            "frame_range", f"--end {request.end} must be after --start {request.start}"
+        )
     first_prompt = min(prompts)
     if first_prompt < request.start:
         raise MediaError(
@@ -180,7 +182,9 @@ def _segment_frame(
         return np.zeros(size, np.uint8)
     masks = None
     if prompt is not None:
-        masks = {o: m for o, m in masks_from_labels(resize_labels(prompt, psize)).items() if m.any()}
+        masks = {
+            o: m for o, m in masks_from_labels(resize_labels(prompt, psize)).items() if m.any()
+        }
         if not masks:
             raise MediaError(
                 "mask_empty",

@@ -46,7 +46,9 @@ from service.triton_contract import MODEL_NAME
 
 DEFAULT_READY_TIMEOUT_S = 120.0
 PORT_ATTEMPTS = 5
-_BIND_FAILURE = re.compile(r"address already in use|failed to (?:start|bind)|bind", re.IGNORECASE)
+_BIND_FAILURE = re.compile(
+    r"address already in use|failed to (?:start|bind)|bind|same address and port", re.IGNORECASE
+)
 
 
 class TritonStartError(RuntimeError):
@@ -193,12 +195,10 @@ def start_local_triton(
     log_path = launch_dir / "tritonserver.log"
     last_error = ""
     for _attempt in range(PORT_ATTEMPTS):
-        ports = {
-            "http": http_port or free_port(host),
-            "grpc": grpc_port or free_port(host),
-        }
+        wanted = {"http": http_port, "grpc": grpc_port}
         if metrics or metrics_port:
-            ports["metrics"] = metrics_port or free_port(host)
+            wanted["metrics"] = metrics_port
+        ports = pick_ports(wanted, host)
         command = [
             str(server["binary"]),
             f"--model-repository={launch_dir / 'repo'}",
@@ -346,15 +346,32 @@ def gpu_available() -> bool:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (the caller retries if it is taken meanwhile)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return pick_ports({"port": None}, host)["port"]
 
 
-def ensure_exported(
-    version_dir: Path, config: str, checkpoint: str | Path | None = None
-) -> bool:
+def pick_ports(wanted: dict[str, int | None], host: str = "127.0.0.1") -> dict[str, int]:
+    """Fill the ``None`` entries with distinct free ports: each is bound (port 0) and held
+    until all are picked, so two of them cannot coincide; the server binds them right
+    after, and ``start_local_triton`` picks again if one was taken meanwhile."""
+    held: list[socket.socket] = []
+    ports = dict(wanted)
+    try:
+        for name, port in wanted.items():
+            if port:
+                continue
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind((host, 0))
+            ports[name] = sock.getsockname()[1]
+    finally:
+        for sock in held:
+            sock.close()
+    if len(set(ports.values())) != len(ports):
+        raise ValueError(f"ports must differ: {ports}")
+    return ports  # type: ignore[return-value]
+
+
+def ensure_exported(version_dir: Path, config: str, checkpoint: str | Path | None = None) -> bool:
     """Export ``config`` (+ ``checkpoint``) into ``version_dir`` unless it is already there.
 
     Re-exports when the manifest is missing, names another config, or (with a checkpoint)
@@ -385,9 +402,7 @@ def write_cpu_repository(model_repo: str | Path, out: str | Path) -> Path:
     """A copy of ``model_repo`` whose GPU instances are CPU instances (graphs linked)."""
     source = Path(model_repo).resolve() / MODEL_NAME
     target = Path(out)
-    _write_launch_repository(
-        target, source / "config.pbtxt", source / "1", "cpu", {}, None
-    )
+    _write_launch_repository(target, source / "config.pbtxt", source / "1", "cpu", {}, None)
     return target
 
 
@@ -403,7 +418,9 @@ def _write_launch_repository(
     if device == "cpu":
         text = text.replace("KIND_GPU", "KIND_CPU")
     if instance_count is not None:
-        text, n = re.subn(r"(instance_group\s*\[\s*\{[^}]*?count:\s*)\d+", rf"\g<1>{instance_count}", text)
+        text, n = re.subn(
+            r"(instance_group\s*\[\s*\{[^}]*?count:\s*)\d+", rf"\g<1>{instance_count}", text
+        )
         if n == 0:
             raise ValueError("config.pbtxt has no instance_group count to override")
     for key, value in parameters.items():

@@ -142,9 +142,7 @@ class MemoryBank:
         """Memory keys [C_k, P*n] and values [O, C_v, P*n] for one group."""
         index = torch.tensor(positions, device=self.device)
         keys = self.keys.index_select(1, index).flatten(1)
-        values = torch.stack(
-            [self.values[o].index_select(1, index).flatten(1) for o in object_ids]
-        )
+        values = torch.stack([self.values[o].index_select(1, index).flatten(1) for o in object_ids])
         return keys, values
 
     def nbytes(self) -> int:
@@ -158,7 +156,13 @@ class MemoryBank:
 
 
 def bank_bytes(
-    *, capacity: int, key_dim: int, value_dim: int, height: int, width: int, objects: int,
+    *,
+    capacity: int,
+    key_dim: int,
+    value_dim: int,
+    height: int,
+    width: int,
+    objects: int,
     bytes_per_element: int,
 ) -> int:
     """Memory-bank size from the formula of spec §4.1: (T*C_k*n + O*T*C_v*n) * bytes."""

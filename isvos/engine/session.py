@@ -201,11 +201,11 @@ class Session:
             or frame_index - self.last_memorised_index >= self.options.mem_every
         )
         if memorise:
-            self._memorise(
-                frame_index, image, labels, x, features[1], features[0][0], tuple(masks)
-            )
+            self._memorise(frame_index, image, labels, x, features[1], features[0][0], tuple(masks))
         self.next_frame_index = frame_index + 1
-        self.last_result = StepResult(frame_index, list(self.object_ids), probs_np, labels, memorise)
+        self.last_result = StepResult(
+            frame_index, list(self.object_ids), probs_np, labels, memorise
+        )
         return self.last_result
 
     def remove_objects(self, object_ids: list[int]) -> None:
@@ -232,7 +232,9 @@ class Session:
         slots = []
         for _, slot in self.bank.ordered_slots():
             image, labels = self._slot_data[slot.frame_index]
-            slots.append(SlotRecord(slot.frame_index, slot.encoded_objects, slot.first, image, labels))
+            slots.append(
+                SlotRecord(slot.frame_index, slot.encoded_objects, slot.first, image, labels)
+            )
         return SessionRecord(
             config_name=config.name,
             architecture_hash=config.architecture_hash(),

@@ -69,7 +69,9 @@ class MSDeformAttn(nn.Module):
     def reset_parameters(self) -> None:
         """Deformable DETR initialisation: offsets start on rings around the reference point."""
         nn.init.zeros_(self.sampling_offsets.weight)
-        thetas = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
+        thetas = torch.arange(self.num_heads, dtype=torch.float32) * (
+            2.0 * math.pi / self.num_heads
+        )
         grid = torch.stack([thetas.cos(), thetas.sin()], -1)
         grid = grid / grid.abs().max(-1, keepdim=True)[0]
         grid = grid.view(self.num_heads, 1, 1, 2).repeat(1, self.num_levels, self.num_points, 1)

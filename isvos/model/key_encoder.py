@@ -39,7 +39,9 @@ class EnhancedKeyEncoder(nn.Module):
         self.injection_scale = 1.0 / math.sqrt(hidden_dim) if scale_injection else 1.0
 
     def forward(self, f16: torch.Tensor, instance_queries: torch.Tensor) -> torch.Tensor:
-        """f16: F_res4 [B, C16, h, w]; instance_queries: q~_ins [B, N, C_h] -> key [B, C_k, h, w]."""
+        """f16: F_res4 [B, C16, h, w]; instance_queries: q~_ins [B, N, C_h].
+
+        Returns the key [B, C_k, h, w]."""
         q_g = self.hidden_proj(f16)
         b, c, h, w = q_g.shape
         flat = q_g.flatten(2)  # [B, C_h, hw]

@@ -28,7 +28,9 @@ class MPFBlock(nn.Module):
         size = (skip.shape[-2], skip.shape[-1])
         if g.shape[-2] != size[0] or g.shape[-1] != size[1]:
             g = F.interpolate(g, size=size, mode="bilinear", align_corners=False)
-        p = F.interpolate(self.pyramid_proj(pyramid), size=size, mode="bilinear", align_corners=False)
+        p = F.interpolate(
+            self.pyramid_proj(pyramid), size=size, mode="bilinear", align_corners=False
+        )
         objects = g.shape[0]
         x = torch.cat([g + self.skip_proj(skip), p.expand(objects, -1, -1, -1)], 1)
         return self.fuse(x)

@@ -40,7 +40,6 @@ class DeformEncoderLayer(nn.Module):
 class PixelDecoder(nn.Module):
     """Produces P_0 (1/32), P_1 (1/16), P_2 (1/8) of width ``dim`` and F_pixel (1/4)."""
 
-
     def __init__(
         self,
         in_channels: tuple[int, int, int, int],

@@ -48,7 +48,6 @@ class DecoderLayer(nn.Module):
 class TransformerDecoder(nn.Module):
     """Outputs q~_ins and, per layer, class logits and mask logits (for deep supervision)."""
 
-
     def __init__(
         self,
         *,
@@ -67,9 +66,7 @@ class TransformerDecoder(nn.Module):
         self.query_feat = nn.Embedding(num_queries, dim)
         self.query_embed = nn.Embedding(num_queries, dim)
         self.level_embed = nn.Embedding(self.num_levels, dim)
-        self.layers = nn.ModuleList(
-            [DecoderLayer(dim, heads, ffn_dim) for _ in range(num_layers)]
-        )
+        self.layers = nn.ModuleList([DecoderLayer(dim, heads, ffn_dim) for _ in range(num_layers)])
         self.decoder_norm = nn.LayerNorm(dim)
         # Training-only class head; the +1 is the "no object" class.
         self.class_embed = nn.Linear(dim, num_classes + 1)
@@ -79,7 +76,7 @@ class TransformerDecoder(nn.Module):
     def predict(
         self, query: torch.Tensor, pixel: torch.Tensor, size: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Class logits [B, N, K+1], mask logits [B, N, H4, W4] and the attention mask at ``size``."""
+        """Class logits [B, N, K+1], mask logits [B, N, H4, W4], attention mask at ``size``."""
         normed = self.decoder_norm(query)
         class_logits = self.class_embed(normed)
         mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(normed), pixel)

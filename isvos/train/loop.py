@@ -63,6 +63,7 @@ class TrainOptions:
     val_short_side: int = 240
     grad_clip: float = 3.0
     max_seconds: float = 0.0  # stop (after saving) when this much wall time has passed
+    init_checkpoint: str = ""  # start from these weights (a model checkpoint), not from scratch
 
 
 class ClipSource(Protocol):
@@ -148,7 +149,7 @@ def train(
         torch.set_num_threads(options.threads)
     device = torch.device(options.device)
     torch.manual_seed(options.seed)
-    model = build(get_config(options.config), device=device)
+    model = build(get_config(options.config), options.init_checkpoint or None, device=device)
     model.train()
     optimiser = torch.optim.AdamW(
         _param_groups(model, options), lr=options.lr, weight_decay=options.weight_decay
@@ -225,7 +226,9 @@ def train(
                 score = metrics.get("J&F", -math.inf)
                 if score > best:
                     best = score
-                    _atomic_save(make_checkpoint(model, {"step": step, "val": metrics}), out / "best.pt")
+                    _atomic_save(
+                        make_checkpoint(model, {"step": step, "val": metrics}), out / "best.pt"
+                    )
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             if progress is not None:

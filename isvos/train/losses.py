@@ -64,8 +64,12 @@ def _pairwise_mask_costs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """mask_logits [N, P]; targets [G, P] -> BCE and dice costs [N, G]."""
     targets = targets.to(mask_logits.dtype)
-    pos = F.binary_cross_entropy_with_logits(mask_logits, torch.ones_like(mask_logits), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(mask_logits, torch.zeros_like(mask_logits), reduction="none")
+    pos = F.binary_cross_entropy_with_logits(
+        mask_logits, torch.ones_like(mask_logits), reduction="none"
+    )
+    neg = F.binary_cross_entropy_with_logits(
+        mask_logits, torch.zeros_like(mask_logits), reduction="none"
+    )
     bce = (pos @ targets.t() + neg @ (1 - targets).t()) / mask_logits.shape[1]
     probs = mask_logits.sigmoid()
     numerator = 2 * probs @ targets.t()

@@ -93,7 +93,9 @@ class TrainingWrapper(nn.Module):
         vos_dice = torch.stack(dice_terms).mean() if dice_terms else frames.new_zeros(())
         size4 = mask_logits[0].shape[-2:]
         instance_targets = []
-        for frame_labels, count in zip(labels.flatten(0, 1), [n for n in num_objects for _ in range(t)], strict=True):
+        for frame_labels, count in zip(
+            labels.flatten(0, 1), [n for n in num_objects for _ in range(t)], strict=True
+        ):
             small = F.interpolate(
                 F.pad(frame_labels, [0, padded[1] - w, 0, padded[0] - h])[None, None].float(),
                 size=size4,

@@ -23,7 +23,7 @@ import io
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -302,7 +302,10 @@ class TritonBackend:
         options: dict | None = None,
     ) -> SessionHandle:
         """A session restored on the server from ``record`` (e.g. persisted by a worker)."""
-        header, frames = split_record(record)
+        try:
+            header, frames = split_record(record)
+        except (ValueError, KeyError, OSError) as exc:
+            raise BackendError(C.INVALID_ARGUMENT, f"not a session record: {exc}") from exc
         size = tuple(int(v) for v in header["processing_size"])
         state = _SessionState(size, dict(options or header.get("options", {})))
         state.frames = dict(frames)
@@ -464,6 +467,32 @@ class TritonBackend:
 # ---------------------------------------------------------------------- async backend
 
 
+class _Stream:
+    """One bidirectional gRPC inference stream: ``send`` requests, ``receive`` in order."""
+
+    def __init__(self, client) -> None:
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._responses = client.stream_infer(self._requests())
+        self._iterator = self._responses.__aiter__()
+
+    async def _requests(self):
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    def send(self, request: dict) -> None:
+        self._queue.put_nowait(request)
+
+    async def receive(self):
+        return await self._iterator.__anext__()
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+        self._responses.cancel()
+
+
 class AsyncTritonBackend:
     """The same contract over ``tritonclient.grpc.aio``, with a pipelined frame stream.
 
@@ -556,70 +585,56 @@ class AsyncTritonBackend:
     # ------------------------------------------------------------------ streaming
 
     async def stream(self, handle: SessionHandle, frames, *, window: int = 2):
-        """Step every ``(frame_index, image, masks)`` of the async iterable ``frames``;
-        yields StepOutputs in order. Up to ``window`` requests are in flight at once.
+        """Step every ``(frame_index, image, masks)`` of the async iterable ``frames`` over
+        one gRPC stream, up to ``window`` frames in flight; yields StepOutputs in order.
 
-        If the server loses the session mid-stream, the stream falls back to unary steps
-        (with recovery) from the first failed frame on, then resumes streaming.
+        A failed frame (the session was lost, the stream broke) is re-sent as a unary step
+        with the usual recovery; streaming resumes once the frames in flight are drained.
         """
         state = self._state(handle)
-        queue: asyncio.Queue = asyncio.Queue()
-        slots = asyncio.Semaphore(window)
-        sent: dict[str, tuple[int, np.ndarray, dict | None]] = {}
-        done = object()
-
-        async def requests():
-            async for frame_index, image, masks in frames:
-                await slots.acquire()
-                request_id = str(frame_index)
-                sent[request_id] = (frame_index, image, masks)
-                yield {
-                    "model_name": self.model_name,
-                    "inputs": _build(C.STEP, **self._step_fields(frame_index, image, masks)),
-                    "request_id": request_id,
-                    "sequence_id": C.correlation_id(handle.session_id, handle.epoch),
-                }
-            await queue.put(done)
-
-        responses = self.client.stream_infer(requests(), stream_timeout=None)
-        pending: dict[str, tuple] = {}
-        order: list[str] = []
-        failed = False
-        reader = asyncio.ensure_future(self._pump(responses, queue))
+        source = frames.__aiter__()
+        inflight: deque[tuple[int, np.ndarray, dict | None]] = deque()
+        stream = None
+        exhausted = False
+        draining = False
         try:
             while True:
-                item = await queue.get()
-                if item is done and not order and not sent:
-                    break
-                if item is done:
-                    # Wait for the outstanding responses.
-                    await queue.put(done) if not sent else None
-                    if not sent:
+                while not (exhausted or draining) and len(inflight) < window:
+                    try:
+                        frame = await source.__anext__()
+                    except StopAsyncIteration:
+                        exhausted = True
                         break
+                    if stream is None:
+                        stream = _Stream(self.client)
+                    inflight.append(frame)
+                    stream.send({
+                        "model_name": self.model_name,
+                        "inputs": _build(C.STEP, **self._step_fields(*frame)),
+                        "sequence_id": C.correlation_id(handle.session_id, handle.epoch),
+                    })  # fmt: skip
+                    self.counters["requests"] += 1
+                if not inflight:
+                    break
+                frame_index, image, masks = inflight.popleft()
+                result = error = None
+                try:
+                    result, error = await stream.receive()
+                except Exception as exc:  # noqa: BLE001 - the stream broke: go unary
+                    error = exc
+                    stream.close()
+                    stream = None
+                if error is None:
+                    yield self._after_step(state, _decode(result), frame_index, image)
                     continue
-                result, error = item
-                request_id = result.get_response().id if result is not None else None
-                if request_id is None and error is not None:
-                    # Errors carry no id: the oldest outstanding request failed.
-                    request_id = min(sent, key=lambda r: sent[r][0])
-                frame_index, image, masks = sent.pop(request_id)
-                slots.release()
-                if error is not None or failed:
-                    failed = True
-                    # Fall back to a unary step (with recovery); later in-flight frames of
-                    # the lost sequence fail too and are re-sent the same way.
-                    output = await self.step(handle, frame_index, image, masks)
-                else:
-                    output = self._after_step(state, _decode(result), frame_index, image)
-                yield output
+                draining = True
+                self.counters["stream_fallbacks"] += 1
+                yield await self.step(handle, frame_index, image, masks)
+                if not inflight:
+                    draining = False
         finally:
-            reader.cancel()
-            responses.cancel()
-
-    @staticmethod
-    async def _pump(responses, queue: asyncio.Queue) -> None:
-        async for item in responses:
-            await queue.put(item)
+            if stream is not None:
+                stream.close()
 
     # ------------------------------------------------------------------ internals
 

@@ -69,8 +69,7 @@ class TritonPythonModel:
 
         self.model_config = json.loads(args["model_config"])
         raw = {
-            k: v.get("string_value", "")
-            for k, v in self.model_config.get("parameters", {}).items()
+            k: v.get("string_value", "") for k, v in self.model_config.get("parameters", {}).items()
         }
         params = {**C.PARAMETER_DEFAULTS, **raw}
         on_gpu = args.get("model_instance_kind") == "GPU"
@@ -168,9 +167,13 @@ class TritonPythonModel:
         if not pending:
             return
         self.step_batch_sizes[len(pending)] += 1
-        steps = [(entry.session, index, image, masks) for _, _, entry, index, image, masks in pending]
+        steps = [
+            (entry.session, index, image, masks) for _, _, entry, index, image, masks in pending
+        ]
         replayed = [entry.session.replayed(index) for _, _, entry, index, _, _ in pending]
+        started = time.perf_counter()
         results = self.engine.step_many(steps)
+        compute_ms = round((time.perf_counter() - started) * 1e3, 2)
         for (i, _corr, entry, _index, _image, _masks), result, again in zip(
             pending, results, replayed, strict=True
         ):
@@ -178,7 +181,8 @@ class TritonPythonModel:
             if isinstance(result, Exception):
                 responses[i] = self._error_response(result)
             else:
-                responses[i] = self._step_response(entry, result, again)
+                extra = {"compute_ms": compute_ms, "batch": len(pending)}
+                responses[i] = self._step_response(entry, result, again, extra=extra)
         pending.clear()
 
     # ------------------------------------------------------------------ request kinds
@@ -192,10 +196,13 @@ class TritonPythonModel:
             entry = self._entry(corr)
             index, image, masks = self._step_args(request)
             again = entry.session.replayed(index)
+            started = time.perf_counter()
             result = entry.session.step(index, image, masks)
+            compute_ms = round((time.perf_counter() - started) * 1e3, 2)
             entry.last_used = time.monotonic()
             self.step_batch_sizes[1] += 1
-            return self._step_response(entry, result, again)
+            extra = {"compute_ms": compute_ms, "batch": 1}
+            return self._step_response(entry, result, again, extra=extra)
         if kind == C.REMOVE:
             entry = self._entry(corr)
             ids = self._int_list(request, C.OBJECT_IDS, required=True)
@@ -235,9 +242,7 @@ class TritonPythonModel:
             raise Refusal(C.INVALID_ARGUMENT, "open needs PROCESSING_SIZE (h, w) or IMAGE")
         size = (int(size[0]), int(size[1]))
         reserved = self._admit(size, memory)
-        entry = Entry(
-            self.engine.open_session(size, memory), reserved, attach, time.monotonic()
-        )
+        entry = Entry(self.engine.open_session(size, memory), reserved, attach, time.monotonic())
         self.sessions[corr] = entry
         self.counters["opens"] += 1
         info = {"kind": C.OPEN, "processing_size": list(size), "reserved_bytes": reserved}
@@ -305,14 +310,21 @@ class TritonPythonModel:
                 f"processing size {size[1]}x{size[0]} is below {MIN_PROCESSING_SIDE} px",
             )
         if max(size) > self.max_side:
-            self._refuse("size", f"processing size {size[1]}x{size[0]} exceeds the "
-                         f"longest side of {self.max_side} px this server accepts")  # fmt: skip
+            self._refuse(
+                "size",
+                f"processing size {size[1]}x{size[0]} exceeds the longest side of "
+                f"{self.max_side} px this server accepts",
+            )
         if memory.max_objects > self.max_objects:
-            self._refuse("objects", f"max_objects {memory.max_objects} exceeds this server's "
-                         f"limit of {self.max_objects}")  # fmt: skip
+            self._refuse(
+                "objects",
+                f"max_objects {memory.max_objects} exceeds this server's limit of "
+                f"{self.max_objects}",
+            )
         if len(self.sessions) >= self.max_sessions:
-            self._refuse("sessions", f"{len(self.sessions)} live sessions, the limit of "
-                         "this instance")  # fmt: skip
+            self._refuse(
+                "sessions", f"{len(self.sessions)} live sessions, the limit of this instance"
+            )
         config = self.runner.config
         divisor = config.size_divisibility
         padded = [-(-s // divisor) * divisor for s in size]
@@ -323,9 +335,12 @@ class TritonPythonModel:
         )  # fmt: skip
         used = self.reserved_bytes()
         if used + need > self.budget:
-            self._refuse("budget", f"a session at {size[1]}x{size[0]} with up to "
-                         f"{memory.max_objects} objects and {memory.max_memory_frames} memory "
-                         f"frames needs {need} bytes; {used} of {self.budget} are reserved")  # fmt: skip
+            self._refuse(
+                "budget",
+                f"a session at {size[1]}x{size[0]} with up to {memory.max_objects} objects "
+                f"and {memory.max_memory_frames} memory frames needs {need} bytes; "
+                f"{used} of {self.budget} are reserved",
+            )
         return need
 
     def _refuse(self, reason: str, message: str) -> None:

@@ -14,7 +14,9 @@ from isvos.model.deform_attn import ms_deform_attn_core
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.mark.parametrize(("name", "size"), [("tiny", (70, 100)), ("lite", (96, 130)), ("paper-r50", (64, 96))])
+@pytest.mark.parametrize(
+    ("name", "size"), [("tiny", (70, 100)), ("lite", (96, 130)), ("paper-r50", (64, 96))]
+)
 def test_stage_shapes(name, size):
     torch.manual_seed(0)
     model = build(name)
@@ -90,11 +92,16 @@ def test_checkpoint_round_trip_and_hash(tmp_path):
 
 def test_sharded_checkpoint(tmp_path):
     model = build("tiny")
-    manifest = save_sharded(make_checkpoint(model), tmp_path / "tiny.manifest.json", shard_bytes=100_000)
+    manifest = save_sharded(
+        make_checkpoint(model), tmp_path / "tiny.manifest.json", shard_bytes=100_000
+    )
     shards = list(tmp_path.glob("tiny.part*.pt"))
     assert len(shards) >= 3 and all(s.stat().st_size <= 100_000 for s in shards)
     loaded = build("tiny", manifest)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
 
 
 def test_mismatched_checkpoints_are_refused(tmp_path):
@@ -122,6 +129,11 @@ def test_mismatched_checkpoints_are_refused(tmp_path):
 def test_configs_are_documented_dataclasses():
     assert set(CONFIGS) == {"paper-r50", "lite", "tiny"}
     paper = get_config("paper-r50")
-    assert (paper.num_queries, paper.key_dim, paper.value_dim, paper.decoder_layers) == (100, 64, 512, 9)
+    assert (paper.num_queries, paper.key_dim, paper.value_dim, paper.decoder_layers) == (
+        100,
+        64,
+        512,
+        9,
+    )
     with pytest.raises(ValueError, match="unknown config"):
         get_config("huge")

@@ -15,7 +15,9 @@ import pytest
 from tests.conftest import REPO, TINY_CHECKPOINT
 
 if importlib.util.find_spec("pytriton") is None:
-    pytest.skip("nvidia-pytriton (the tritonserver binary) is not installed", allow_module_level=True)
+    pytest.skip(
+        "nvidia-pytriton (the tritonserver binary) is not installed", allow_module_level=True
+    )
 pytest.importorskip("tritonclient.grpc")
 
 SOURCE_MODEL = REPO / "model_repo" / "isvos"
@@ -39,7 +41,7 @@ def start_server(repo: Path, **kwargs):
     from service.triton_server import start_local_triton
 
     kwargs.setdefault("parameters", {})
-    kwargs["parameters"].setdefault("torch_threads", 2)
+    kwargs["parameters"].setdefault("torch_threads", 1)  # 2 shared cores: no spinning
     return start_local_triton(repo, export_config=None, ready_timeout=90, **kwargs)
 
 
@@ -75,7 +77,7 @@ def scripted_engine(triton_repo):
 
     from isvos.engine import Engine, ScriptedRunner
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # as the server's instance (torch_threads)
     return Engine(ScriptedRunner(triton_repo / "isvos" / "1"))
 
 
@@ -86,14 +88,16 @@ def local_backend(scripted_engine):
     return LocalBackend(scripted_engine)
 
 
-def run_clip(backend, session_id, frames, labels, *, add_at=None, steps=None, handle=None):
+def run_clip(
+    backend, session_id, frames, labels, *, add_at=None, steps=None, handle=None, options=None
+):
     """Step ``frames`` through ``backend``: object 1 from frame 0, object 2 from ``add_at``
     (from frame 0 with None). Returns (handle, [StepOutput])."""
     from isvos.processing import masks_from_labels
 
     size = frames.shape[1:3]
     if handle is None:
-        handle = backend.open(session_id, size, {"max_objects": 4})
+        handle = backend.open(session_id, size, options or {"max_objects": 4})
     outputs = []
     indices = range(len(frames)) if steps is None else steps
     for i in indices:
@@ -107,11 +111,17 @@ def run_clip(backend, session_id, frames, labels, *, add_at=None, steps=None, ha
     return handle, outputs
 
 
-def assert_same_outputs(a, b, atol=1e-3):
-    """Identical label maps; probabilities equal up to the fp16 wire format."""
+def assert_same_outputs(a, b, atol=1e-4):
+    """Identical label maps; probabilities within ``atol`` plus the fp16 wire format's
+    rounding (values within ``atol`` in fp32 can round one fp16 step apart)."""
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
         assert x.frame_index == y.frame_index
         assert x.object_ids == y.object_ids
         np.testing.assert_array_equal(x.labels, y.labels, err_msg=f"frame {x.frame_index}")
-        np.testing.assert_allclose(x.probabilities, y.probabilities, atol=atol, rtol=0)
+        p, q = x.probabilities.astype(np.float32), y.probabilities.astype(np.float32)
+        step = np.spacing(np.maximum(np.abs(p), np.abs(q)).astype(np.float16)).astype(np.float32)
+        excess = np.abs(p - q) - (atol + step)
+        assert excess.max() <= 0, (
+            f"frame {x.frame_index}: probabilities differ by {np.abs(p - q).max():.2e}"
+        )

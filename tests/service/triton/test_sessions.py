@@ -44,7 +44,8 @@ def test_open_step_add_remove_close(triton_backend, clip):
 def test_matches_local_backend(triton_backend, local_backend, clip):
     """30 frames, two objects, the second added at frame 10: identical label maps."""
     frames, labels = clip[0][:30], clip[1][:30]
-    _, remote = run_clip(triton_backend, "parity", frames, labels, add_at=10)
+    handle, remote = run_clip(triton_backend, "parity", frames, labels, add_at=10)
+    triton_backend.close(handle)
     _, local = run_clip(local_backend, "parity", frames, labels, add_at=10)
     assert remote[-1].object_ids == [1, 2]
     assert_same_outputs(remote, local)
@@ -97,7 +98,11 @@ def test_client_record_equals_server_record(triton_backend, clip):
                  "object_ids", "object_start_frames", "anchors", "removed_objects"):  # fmt: skip
         assert getattr(client, name) == getattr(server, name), name
     for a, b in zip(client.slots, server.slots, strict=True):
-        assert (a.frame_index, a.encoded_objects, a.first) == (b.frame_index, b.encoded_objects, b.first)
+        assert (a.frame_index, a.encoded_objects, a.first) == (
+            b.frame_index,
+            b.encoded_objects,
+            b.first,
+        )
         np.testing.assert_array_equal(a.image, b.image)
         np.testing.assert_array_equal(a.labels, b.labels)
     # Only the frames of the memory bank are held on the client.
