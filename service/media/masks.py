@@ -245,7 +245,7 @@ def _fit_size(
     )
 
 
-def _dropped_empty_writer_frames(doc: RleDocument, name: str) -> dict[int, np.ndarray]:
+def _rle_prompt_maps(doc: RleDocument, name: str) -> dict[int, np.ndarray]:
     maps = read_coco_rle(doc)
     for e in doc.entries:
         if not doc.writer_format and not e.mask.any():
@@ -300,7 +300,7 @@ def load_mask_input(
     elif paths[0].suffix.lower() == ".png":
         maps, names = {0: read_indexed_png(paths[0])}, {0: repr(paths[0].name)}
     else:
-        maps = _dropped_empty_writer_frames(parse_rle(paths[0]), paths[0].name)
+        maps = _rle_prompt_maps(parse_rle(paths[0], limits.max_pixels), paths[0].name)
         names = {fi: f"{paths[0].name!r} frame {fi}" for fi in maps}
         if not maps:
             raise MediaError("mask_empty", f"{paths[0].name!r} contains no masks.")

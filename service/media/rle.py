@@ -16,6 +16,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .errors import MediaError
+from .limits import DEFAULT_LIMITS
 
 
 def check_object_ids(ids: Sequence[int], what: str) -> None:
@@ -61,7 +62,33 @@ class RleDocument:
     writer_format: bool
 
 
-def _decode_segmentation(seg: Any, where: str, name: str) -> np.ndarray:
+def _counts_from_string(s: bytes) -> list[int]:
+    """Run lengths of a compressed COCO RLE string (pycocotools' rleFrString, checked)."""
+    counts: list[int] = []
+    p = 0
+    while p < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(s):
+                raise ValueError("the counts string ends mid-number")
+            c = s[p] - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"invalid character {chr(s[p])!r} in counts")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def _decode_segmentation(seg: Any, where: str, name: str, max_pixels: int) -> np.ndarray:
+    """Decode one RLE after checking that its runs cover exactly h*w pixels (pycocotools
+    reads uninitialised memory on inconsistent input)."""
     if not isinstance(seg, dict) or "size" not in seg or "counts" not in seg:
         raise MediaError(
             "mask_unreadable",
@@ -70,15 +97,25 @@ def _decode_segmentation(seg: Any, where: str, name: str) -> np.ndarray:
         )
     try:
         h, w = (int(v) for v in seg["size"])
+        if h <= 0 or w <= 0 or h * w > max_pixels:
+            raise ValueError(f"size {h}x{w} is empty or over {max_pixels} pixels")
         counts = seg["counts"]
-        if isinstance(counts, list):
-            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-        elif isinstance(counts, str | bytes):
-            rle = {"size": [h, w], "counts": counts.encode() if isinstance(counts, str) else counts}
+        if isinstance(counts, str):
+            counts = counts.encode("ascii")
+        if isinstance(counts, bytes):
+            runs = _counts_from_string(counts)
+        elif isinstance(counts, list) and all(type(c) is int for c in counts):
+            runs = counts
         else:
             raise TypeError("'counts' must be a string or a list of ints")
+        if any(r < 0 for r in runs) or sum(runs) != h * w:
+            raise ValueError(f"run lengths do not cover {h}x{w} pixels")
+        if isinstance(counts, bytes):
+            rle: Any = {"size": [h, w], "counts": counts}
+        else:
+            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
         mask = np.asarray(mask_utils.decode(rle))
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, UnicodeEncodeError) as e:
         raise MediaError("mask_unreadable", f"{name}: {where} is not valid COCO RLE ({e}).") from e
     if mask.shape != (h, w):
         raise MediaError("mask_unreadable", f"{name}: {where} does not decode to {h}x{w}.")
@@ -92,8 +129,12 @@ def _int_field(entry: dict[str, Any], key: str, default: int | None, where: str,
     return value
 
 
-def parse_rle(path_or_obj: str | Path | Any) -> RleDocument:
-    """Parse an RLE JSON file or already-loaded object into decoded entries."""
+def parse_rle(path_or_obj: str | Path | Any, max_pixels: int | None = None) -> RleDocument:
+    """Parse an RLE JSON file or already-loaded object into decoded entries.
+
+    ``max_pixels`` bounds each mask's declared size (default: ``MediaLimits().max_pixels``).
+    """
+    max_px = max_pixels if max_pixels is not None else DEFAULT_LIMITS.max_pixels
     if isinstance(path_or_obj, str | Path):
         name = Path(path_or_obj).name
         try:
@@ -110,7 +151,12 @@ def parse_rle(path_or_obj: str | Path | Any) -> RleDocument:
     writer = isinstance(obj, dict) and "frames" in obj
     if writer:
         if "height" in obj and "width" in obj:
-            size = (int(obj["height"]), int(obj["width"]))
+            size = (
+                _int_field(obj, "height", None, "the header", name),
+                _int_field(obj, "width", None, "the header", name),
+            )
+        if not isinstance(obj["frames"], list):
+            raise MediaError("mask_unreadable", f"{name}: 'frames' must be a list.")
         raw: list[tuple[int, dict[str, Any]]] = []
         for k, fr in enumerate(obj["frames"]):
             if not isinstance(fr, dict) or not isinstance(fr.get("objects"), list):
@@ -135,7 +181,7 @@ def parse_rle(path_or_obj: str | Path | Any) -> RleDocument:
         if fi < 0:
             raise MediaError("frame_range", f"{name}: {where} has a negative frame index.")
         check_object_ids([obj_id], f"{name} {where}")
-        mask = _decode_segmentation(o.get("segmentation"), where, name)
+        mask = _decode_segmentation(o.get("segmentation"), where, name, max_px)
         if size is None:
             size = mask.shape
         elif mask.shape != size:
@@ -145,18 +191,19 @@ def parse_rle(path_or_obj: str | Path | Any) -> RleDocument:
                 f"{size[1]}x{size[0]}; all masks must have one size.",
             )
         entries.append(RleEntry(fi, obj_id, mask))
-        if fi not in frames:
-            frames.append(fi)
-    return RleDocument(entries, frames, size, writer)
+        frames.append(fi)
+    return RleDocument(entries, list(dict.fromkeys(frames)), size, writer)
 
 
-def read_coco_rle(path_or_obj: str | Path | Any) -> dict[int, np.ndarray]:
+def read_coco_rle(path_or_obj: str | Path | RleDocument | Any) -> dict[int, np.ndarray]:
     """Decode RLE JSON to ``{frame_index: label map}`` (later entries win overlaps).
+
+    Everything is decoded into memory: meant for prompts and checks, not huge outputs.
 
     Accepts a list of ``{"id", "frame" (default 0), "segmentation": {"size", "counts"}}``
     or the ``write_rle_json`` format. Frames listed with no objects give empty maps.
     """
-    doc = parse_rle(path_or_obj)
+    doc = path_or_obj if isinstance(path_or_obj, RleDocument) else parse_rle(path_or_obj)
     if doc.size is None:
         return {}
     out = {fi: np.zeros(doc.size, dtype=np.uint8) for fi in sorted(doc.frames)}
@@ -199,26 +246,30 @@ def write_rle_json(
     ids = [int(i) for i in object_ids]
     it = iter(frames)
     first = next(it, None)
-    if first is not None:
+    if size is None and first is not None:
         size = as_labels(first[1]).shape  # type: ignore[assignment]
     if size is None:
         raise ValueError("write_rle_json: no frames and no size given")
     h, w = int(size[0]), int(size[1])
     dest = Path(path)
     tmp = dest.with_name(dest.name + ".part")
-    with open(tmp, "w", encoding="utf-8") as f:
-        head = {"format": "coco_rle", "height": h, "width": w, "objects": ids}
-        f.write(json.dumps(head)[:-1] + ', "frames": [')
-        pending = [first] if first is not None else []
-        n = 0
-        for fi, labels in _chain(pending, it):
-            arr = as_labels(labels)
-            if arr.shape != (h, w):
-                raise ValueError(f"frame {fi} is {arr.shape}, expected {(h, w)}")
-            rec = {"frame": int(fi), "objects": encode_rle(arr, ids)}
-            f.write((",\n" if n else "\n") + json.dumps(rec, separators=(",", ":")))
-            n += 1
-        f.write("\n]}\n")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            head = {"format": "coco_rle", "height": h, "width": w, "objects": ids}
+            f.write(json.dumps(head)[:-1] + ', "frames": [')
+            pending = [first] if first is not None else []
+            n = 0
+            for fi, labels in _chain(pending, it):
+                arr = as_labels(labels)
+                if arr.shape != (h, w):
+                    raise ValueError(f"frame {fi} is {arr.shape}, expected {(h, w)}")
+                rec = {"frame": int(fi), "objects": encode_rle(arr, ids)}
+                f.write((",\n" if n else "\n") + json.dumps(rec, separators=(",", ":")))
+                n += 1
+            f.write("\n]}\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, dest)
 
 

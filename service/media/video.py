@@ -158,7 +158,8 @@ def probe_video(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> Video
         if first is None:
             raise _unreadable(p, "it contains no decodable frames")
         rotation = _frame_rotation(first, opened.tag_rotation)
-        cw, ch = vs.codec_context.width, vs.codec_context.height
+        cw, ch = first.width, first.height  # decoded size (headers may differ by cropping)
+        check_dims(cw, ch, limits, f"video {p.name!r}")
         w, h = (ch, cw) if rotation in (90, 270) else (cw, ch)
         return VideoInfo(
             path=p,
@@ -191,6 +192,8 @@ def iter_frames(
 ) -> Iterator[Frame]:
     """Yield frames ``start, start+stride, ... < end`` as RGB in displayed orientation.
 
+    Frames are the first frame's size: a mid-stream resolution change is rescaled.
+
     ``end`` past the last frame is clipped; ``start`` past it raises ``frame_range``.
     Only the video stream is decoded. Range arguments are checked immediately; the
     file is opened on the first ``next()``.
@@ -209,7 +212,9 @@ def _iter_video(
     container, vs = opened.container, opened.stream
     declared = vs.frames or None
     n = 0
+    last_pts: float | None = None
     rotation: int | None = None
+    size: tuple[int, int] | None = None  # (w, h) of the first frame; later ones are scaled
     try:
         if declared is not None and start >= declared:
             raise past_end(start, declared)
@@ -219,25 +224,48 @@ def _iter_video(
                     break
                 check_count(n + 1, limits, f"video {path.name!r}")
                 pts_s = float(frame.time) if frame.time is not None else None
+                last_pts = pts_s if pts_s is not None else last_pts
                 if pts_s is not None:
                     check_duration(pts_s, limits, f"video {path.name!r}")
-                if rotation is None:
+                if rotation is None or size is None:
                     rotation = _frame_rotation(frame, opened.tag_rotation)
+                    size = (frame.width, frame.height)
+                    check_dims(*size, limits, f"video {path.name!r}")
                 if n >= start and (n - start) % stride == 0:
-                    image = apply_rotation(frame.to_ndarray(format="rgb24"), rotation)
+                    rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                    image = apply_rotation(rgb, rotation)
                     yield Frame(index=n, pts_s=pts_s, image=image)
                 n += 1
             else:
-                if declared is not None and n < 0.9 * declared - 1:
-                    raise _unreadable(
-                        path, f"the header declares {declared} frames but only {n} decode"
-                    )
+                problem = _truncation(container, vs, declared, n, last_pts)
+                if problem:
+                    raise _unreadable(path, problem)
                 if n <= start:
                     raise past_end(start, n)
         except FFmpegError as e:
             raise _unreadable(path, f"decoding failed after frame {n} ({e.strerror or e})") from e
     finally:
         container.close()
+
+
+def _truncation(
+    container: Any, vs: Any, declared: int | None, n: int, last_pts: float | None
+) -> str | None:
+    """Why a fully decoded file looks cut short, or None. Uses the header's frame count
+    (MP4/MOV) or, for single-stream Matroska/WebM, the header duration."""
+    if declared is not None:
+        if n < 0.9 * declared - 1:
+            return f"the header declares {declared} frames but only {n} decode"
+        return None
+    fmt = container.format.name or ""
+    if "matroska" not in fmt or len(container.streams) != 1 or not container.duration:
+        return None
+    header_s = container.duration / av.time_base
+    fps = _fps(vs) or 0.0
+    decoded_s = (last_pts or 0.0) + (1.0 / fps if fps else 0.0)
+    if decoded_s < 0.9 * header_s - 0.5:
+        return f"the header says {header_s:.1f} s but frames stop at {decoded_s:.1f} s"
+    return None
 
 
 def count_frames(path: str | Path) -> int:

@@ -32,6 +32,7 @@ from service import triton_contract as C
 START = 1
 END = 2
 GIB = 1 << 30
+METRICS_PERIOD_S = 1.0
 
 
 class Refusal(Exception):
@@ -160,7 +161,6 @@ class TritonPythonModel:
                 except Exception as exc:  # noqa: BLE001 - every error becomes a response
                     responses[i] = self._error_response(exc)
             self._flush(pending, responses)
-            self._update_metrics()
             return responses
 
     def _flush(self, pending: list, responses: list) -> None:
@@ -381,7 +381,9 @@ class TritonPythonModel:
             _log("info", f"isvos: freed session {corr} after {self.ttl} s idle")
 
     def _sweep_loop(self) -> None:
-        interval = max(0.2, min(self.ttl / 4, 10.0)) if self.ttl > 0 else 10.0
+        # Metrics are refreshed here too, not per request: each update is an IPC round trip
+        # to the server process.
+        interval = max(0.2, min(self.ttl / 4, METRICS_PERIOD_S)) if self.ttl > 0 else 1.0
         while not self._stop.wait(interval):
             try:
                 with self.lock:
@@ -564,7 +566,7 @@ class TritonPythonModel:
         if result.memorised and not replayed:
             record = self._attached_record(entry, info)
         outputs = [
-            pb_utils.Tensor(C.PROBABILITIES, result.probabilities.astype(np.float16)[None]),
+            pb_utils.Tensor(C.PROBABILITIES, C.to_float16(result.probabilities)[None]),
             pb_utils.Tensor(C.LABELS, np.ascontiguousarray(result.labels, np.uint8)[None]),
             pb_utils.Tensor(C.OBJECTS, np.asarray(result.object_ids, np.int32)[None]),
             pb_utils.Tensor(C.INFO, np.array([[C.dumps(info)]], dtype=np.object_)),
