@@ -291,9 +291,7 @@ def prepare_backend_dir(
         wheel_version = importlib.metadata.version("nvidia-pytriton")
     except importlib.metadata.PackageNotFoundError:
         wheel_version = "unknown"
-    base = Path(
-        cache_dir or os.environ.get("ISVOS_TRITON_CACHE") or Path.home() / ".cache" / "isvos"
-    )
+    base = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "isvos"
     key = f"triton-{wheel_version}-py{sys.version_info.major}{sys.version_info.minor}"
     target = base / key
     backends, caches = target / "backends", target / "caches"

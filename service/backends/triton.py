@@ -53,7 +53,6 @@ class _SessionState:
     skeleton: bytes | None = None  # latest record without pixels (from the server)
     frames: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     next_index: int = 0  # next frame the session expects
-    last_output: StepOutput | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -228,6 +227,8 @@ class TritonBackend:
     def open(
         self, session_id: str, processing_size: tuple[int, int], options: dict | None = None
     ) -> SessionHandle:
+        if session_id in self.sessions:
+            raise BackendError("already_exists", f"session {session_id} is already open")
         size = (int(processing_size[0]), int(processing_size[1]))
         options = dict(options or {})
         handle = SessionHandle(session_id, self.url, size, epoch=0)
@@ -254,13 +255,12 @@ class TritonBackend:
             out = self._call(handle, state, C.STEP, fields, resume=frame_index)
             output = _step_output(out, frame_index)
             info = out["info"]
-            if info.get("memorised") and not info.get("replayed") and self.keep_records:
+            if info.get("memorised") and self.keep_records:  # replays too: a lost answer
                 state.frames[output.frame_index] = (np.array(image, np.uint8), output.labels)
             if out["record"] is not None:
                 _keep_skeleton(state, out["record"])
             if not info.get("replayed"):
                 state.next_index = output.frame_index + 1
-            state.last_output = output
         return output
 
     def remove_objects(self, handle: SessionHandle, object_ids: list[int]) -> None:
@@ -270,7 +270,6 @@ class TritonBackend:
             out = self._call(handle, state, C.REMOVE, {C.OBJECT_IDS: ids}, resume=state.next_index)
             if out["record"] is not None:
                 _keep_skeleton(state, out["record"])
-            state.last_output = None
 
     def record(self, handle: SessionHandle) -> bytes:
         """The session's full record, from the server."""
@@ -654,13 +653,12 @@ class AsyncTritonBackend:
     ) -> StepOutput:
         output = _step_output(out, frame_index)
         info = out["info"]
-        if info.get("memorised") and not info.get("replayed") and self.keep_records:
+        if info.get("memorised") and self.keep_records:  # replays too: a lost answer
             state.frames[output.frame_index] = (np.array(image, np.uint8), output.labels)
         if out["record"] is not None:
             _keep_skeleton(state, out["record"])
         if not info.get("replayed"):
             state.next_index = output.frame_index + 1
-        state.last_output = output
         return output
 
     async def _open_on_server(self, handle: SessionHandle, state: _SessionState) -> None:

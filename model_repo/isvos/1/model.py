@@ -563,7 +563,7 @@ class TritonPythonModel:
             memory_bytes=entry.session.memory_bytes(),
         )
         record = None
-        if result.memorised and not replayed:
+        if result.memorised:  # replays too: the first answer may have been lost
             record = self._attached_record(entry, info)
         outputs = [
             pb_utils.Tensor(C.PROBABILITIES, C.to_float16(result.probabilities)[None]),

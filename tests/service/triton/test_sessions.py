@@ -18,6 +18,9 @@ def test_open_step_add_remove_close(triton_backend, clip):
     backend = triton_backend
     handle = backend.open("lifecycle", frames.shape[1:3], {"max_objects": 4})
     assert handle.epoch == 0 and handle.processing_size == (96, 160)
+    with pytest.raises(BackendError) as error:
+        backend.open("lifecycle", frames.shape[1:3])
+    assert error.value.code == "already_exists"
     first = backend.step(handle, 0, frames[0], masks_from_labels(labels[0], [1]))
     assert first.object_ids == [1]
     assert first.probabilities.shape == (2, 96, 160)
@@ -50,6 +53,13 @@ def test_matches_local_backend(triton_backend, local_backend, clip):
     assert remote[-1].object_ids == [1, 2]
     assert_same_outputs(remote, local)
     assert (remote[-1].labels == 2).sum() > 0
+    # The in-process backend `isvos segment` uses by default (eager modules).
+    from service.backends.local import LocalBackend
+    from tests.conftest import TINY_CHECKPOINT
+
+    eager = LocalBackend.from_model("tiny", str(TINY_CHECKPOINT))
+    _, default = run_clip(eager, "parity", frames, labels, add_at=10)
+    assert_same_outputs(remote, default)
 
 
 def test_interleaved_sessions_stay_isolated(triton_backend, local_backend, clip):
@@ -90,6 +100,8 @@ def test_client_record_equals_server_record(triton_backend, clip):
 
     frames, labels = clip[0], clip[1]
     handle, _ = run_clip(triton_backend, "record", frames[:23], labels[:23], add_at=7)
+    del triton_backend.sessions["record"].frames[22]  # as if frame 22's answer was lost
+    triton_backend.step(handle, 22, frames[22])  # the repeat restores it
     triton_backend.remove_objects(handle, [1])
     server = SessionRecord.from_bytes(triton_backend.record(handle))
     client = SessionRecord.from_bytes(triton_backend.cached_record(handle))
