@@ -342,7 +342,8 @@ def triton(
     ] = None,
 ) -> None:
     """Run a local Triton server (nvidia-pytriton's binary) on the model repository until Ctrl-C."""
-    import time
+    import signal
+    import threading
 
     from service.triton_server import TritonStartError, start_local_triton
 
@@ -362,11 +363,12 @@ def triton(
         fail(str(exc))
     typer.echo(f"triton ready ({server.device}): grpc {server.url}, http {server.http_url}, "
                f"metrics {server.metrics_url}; Ctrl-C stops it")  # fmt: skip
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        while server.alive():
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+        while server.alive() and not stop.wait(0.5):
+            pass
     finally:
         code = server.process.poll()
         tail = server.log_tail() if code is not None else ""
