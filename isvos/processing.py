@@ -79,15 +79,20 @@ def probabilities_to_labels(
     probs = np.asarray(probabilities, dtype=np.float32)
     if probs.shape[1:] == (height, width):
         return labels_from_probabilities(probs, object_ids)
-    best = np.zeros((height, width), dtype=np.float32)
+
+    def upsample(plane: np.ndarray) -> np.ndarray:
+        return cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
+
+    if probs.shape[0] == 2:  # one object: a single plane decides (resize is linear)
+        winner = np.zeros((height, width), dtype=np.uint8)
+        winner[upsample(probs[1] - probs[0]) > 0] = object_ids[0]
+        return winner
+    best = upsample(probs[0])
     winner = np.zeros((height, width), dtype=np.uint8)
     # One channel at a time keeps peak memory at two full-size planes for any object count.
-    for channel in range(probs.shape[0]):
-        plane = cv2.resize(probs[channel], (width, height), interpolation=cv2.INTER_LINEAR)
-        if channel == 0:
-            best = plane
-            continue
+    for channel in range(1, probs.shape[0]):
+        plane = upsample(probs[channel])
         better = plane > best
-        best = np.where(better, plane, best)
+        np.copyto(best, plane, where=better)
         winner[better] = object_ids[channel - 1]
     return winner

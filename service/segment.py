@@ -8,6 +8,8 @@ k start their objects at k; frames before the first mask get empty label maps.
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from service.media.limits import MediaLimits
 from service.media.masks import load_mask_input, write_indexed_png
 from service.media.overlay import OverlayWriter, write_preview
 from service.media.rle import write_rle_json
-from service.media.video import BackgroundDecoder, probe_video
+from service.media.video import BackgroundDecoder, lower_thread_priority, probe_video
 
 PREVIEW_FRAMES = 8
 
@@ -93,48 +95,36 @@ def segment_video(
         if request.overlay
         else None
     )
-    previews: list[tuple[np.ndarray, np.ndarray]] = []
-    preview_every = max((total or PREVIEW_FRAMES) // PREVIEW_FRAMES, 1)
     all_ids = sorted({int(i) for m in prompts.values() for i in np.unique(m) if i})
-    state: dict = {"handle": None, "step": 0}
-    timestamps: list[float | None] = []
+    writer = _OutputWriter(out, size, all_ids, total, request, overlay, progress)
+    handle = None
+    step = 0
     started = time.perf_counter()
     decoder = BackgroundDecoder(
         request.video, request.limits, request.start, request.end, request.stride
     )
-
-    def segmented():
-        """Yields (frame index, labels at original size) and writes PNG/overlay/preview."""
-        for frame in decoder:
-            prompt = prompts.get(frame.index)
-            if state["handle"] is None and prompt is not None:
-                state["handle"] = backend.open(uuid.uuid4().hex, psize, request.memory_options)
-            labels = _segment_frame(backend, state, frame.image, prompt, psize, size, frame.index)
-            write_indexed_png(mask_dir / f"{frame.index:05d}.png", labels)
-            timestamps.append(frame.pts_s)
-            if overlay is not None:
-                overlay.write_frame(frame.image, labels)
-            if (len(timestamps) - 1) % preview_every == 0 and len(previews) < PREVIEW_FRAMES:
-                previews.append((frame.image, labels))
-            if progress is not None:
-                progress(len(timestamps), total)
-            yield frame.index, labels
-
     try:
-        if request.rle:
-            write_rle_json(out / "masks.json", segmented(), all_ids, size=size)
-        else:
-            for _ in segmented():
-                pass
+        for frame in decoder:
+            writer.raise_if_failed()
+            prompt = prompts.get(frame.index)
+            if handle is None and prompt is not None:
+                handle = backend.open(uuid.uuid4().hex, psize, request.memory_options)
+            result = None
+            if handle is not None:
+                masks = _prompt_masks(prompt, psize, frame.index) if prompt is not None else None
+                result = backend.step(handle, step, resize_frame(frame.image, psize), masks)
+                step += 1
+            writer.put(frame, result)
+        writer.finish()
     finally:
         decoder.close()
-        if overlay is not None:
-            overlay.close()
-        if state["handle"] is not None:
-            backend.close(state["handle"])
+        writer.close()
+        if handle is not None:
+            backend.close(handle)
+    timestamps = writer.timestamps
     if not timestamps:
         raise MediaError("frame_range", f"no frames were decoded from frame {request.start} on")
-    if state["handle"] is None:
+    if handle is None:
         raise MediaError(
             "frame_range", f"no decoded frame carries the masks (given for frame {first_prompt})"
         )
@@ -144,7 +134,7 @@ def segment_video(
         outputs["rle"] = str(out / "masks.json")
     if overlay is not None:
         outputs["overlay"] = str(out / "overlay.mp4")
-        write_preview(out / "preview.png", previews)
+        write_preview(out / "preview.png", writer.previews)
         outputs["preview"] = str(out / "preview.png")
     summary = SegmentSummary(
         frames=len(timestamps),
@@ -168,29 +158,102 @@ def _expected_frames(frame_count: int | None, request: SegmentRequest) -> int | 
     return max(0, -(-(end - request.start) // request.stride))
 
 
-def _segment_frame(
-    backend: Backend,
-    state: dict,
-    image: np.ndarray,
-    prompt: np.ndarray | None,
-    psize: tuple[int, int],
-    size: tuple[int, int],
-    frame_index: int,
-) -> np.ndarray:
-    """One frame through the backend; empty labels before the first prompt."""
-    if state["handle"] is None:
-        return np.zeros(size, np.uint8)
-    masks = None
-    if prompt is not None:
-        masks = {
-            o: m for o, m in masks_from_labels(resize_labels(prompt, psize)).items() if m.any()
-        }
-        if not masks:
-            raise MediaError(
-                "mask_empty",
-                f"the masks of frame {frame_index} vanish at the processing size "
-                f"{psize[1]}x{psize[0]}; raise --size",
-            )
-    result = backend.step(state["handle"], state["step"], resize_frame(image, psize), masks)
-    state["step"] += 1
-    return probabilities_to_labels(result.probabilities, result.object_ids, size)
+def _prompt_masks(
+    prompt: np.ndarray, psize: tuple[int, int], frame_index: int
+) -> dict[int, np.ndarray]:
+    masks = {o: m for o, m in masks_from_labels(resize_labels(prompt, psize)).items() if m.any()}
+    if not masks:
+        raise MediaError(
+            "mask_empty",
+            f"the masks of frame {frame_index} vanish at the processing size "
+            f"{psize[1]}x{psize[0]}; raise --size",
+        )
+    return masks
+
+
+_DONE = object()
+
+
+class _OutputWriter:
+    """Turns step results into outputs on a thread of its own, so writing overlaps the model.
+
+    Per frame: probabilities -> labels at the original size, indexed PNG, overlay frame,
+    preview, RLE (streamed). Errors are re-raised in the caller.
+    """
+
+    def __init__(self, out, size, object_ids, total, request, overlay, progress) -> None:
+        self.out = out
+        self.size = size
+        self.object_ids = object_ids
+        self.total = total
+        self.rle = request.rle
+        self.overlay = overlay
+        self.progress = progress
+        self.timestamps: list[float | None] = []
+        self.previews: list[tuple[np.ndarray, np.ndarray]] = []
+        self.preview_every = max((total or PREVIEW_FRAMES) // PREVIEW_FRAMES, 1)
+        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="isvos-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, frame, result) -> None:
+        while True:
+            self.raise_if_failed()
+            try:
+                self.queue.put((frame, result), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        self.put(_DONE, None)
+        self.thread.join()
+        self.raise_if_failed()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            try:
+                self.queue.put_nowait((_DONE, None))
+            except queue.Full:
+                pass
+            self.thread.join(timeout=5)
+        if self.overlay is not None:
+            self.overlay.close()
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _items(self):
+        while True:
+            frame, result = self.queue.get()
+            if frame is _DONE:
+                return
+            if result is None:
+                labels = np.zeros(self.size, np.uint8)
+            else:
+                labels = probabilities_to_labels(result.probabilities, result.object_ids, self.size)
+            write_indexed_png(self.out / "masks" / f"{frame.index:05d}.png", labels)
+            self.timestamps.append(frame.pts_s)
+            if self.overlay is not None:
+                self.overlay.write_frame(frame.image, labels)
+            count = len(self.timestamps)
+            if (count - 1) % self.preview_every == 0 and len(self.previews) < PREVIEW_FRAMES:
+                self.previews.append((frame.image, labels))
+            if self.progress is not None:
+                self.progress(count, self.total)
+            yield frame.index, labels
+
+    def _run(self) -> None:
+        lower_thread_priority()
+        try:
+            if self.rle:
+                write_rle_json(
+                    self.out / "masks.json", self._items(), self.object_ids, size=self.size
+                )
+            else:
+                for _ in self._items():
+                    pass
+        except BaseException as exc:  # handed to the caller
+            self.error = exc

@@ -29,15 +29,18 @@ def read_memory(
     ck, n = query_key.shape
     m = memory_key.shape[1]
     k = min(top_k, m)
-    mk = memory_key.float()
-    mk_sq = mk.pow(2).sum(0)  # [M]
+    # d = (2 K.Q - |K|^2) / sqrt(C_k) as ONE product of augmented matrices:
+    # [2 s Q ; s]^T [K ; -|K|^2], so no extra passes over the large [c, M] logits.
     scale = 1.0 / math.sqrt(ck)
+    mk = memory_key.float()
+    mk_aug = torch.cat([mk, -mk.pow(2).sum(0, keepdim=True)], 0)  # [C_k + 1, M]
     objects, cv = memory_value.shape[0], memory_value.shape[1]
-    values = memory_value.transpose(1, 2)  # [O, M, C_v]: gathered rows are contiguous
+    values = memory_value.transpose(1, 2)  # [O, M, C_v] view; gathering along M measured best
     outs: list[torch.Tensor] = []
     for start in range(0, n, chunk_size):
         q = query_key[:, start : start + chunk_size].float()  # [C_k, c]
-        logits = (2.0 * (q.t() @ mk) - mk_sq[None, :]) * scale  # [c, M]
+        q_aug = torch.cat([q * (2.0 * scale), torch.full_like(q[:1], scale)], 0)
+        logits = q_aug.t() @ mk_aug  # [c, M]
         top_logits, top_idx = logits.topk(k, dim=1)  # [c, k]
         weights = top_logits.softmax(dim=1)
         c = q.shape[1]
