@@ -72,3 +72,14 @@ def test_imports_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("objects", [1, 3])
+def test_upsampled_labels_equal_argmax_of_upsampled_probabilities(objects):
+    import cv2
+
+    probs = np.random.default_rng(objects).random((objects + 1, 30, 53)).astype(np.float32)
+    ids = [4, 9, 200][:objects]
+    reference = np.argmax(np.stack([cv2.resize(p, (107, 61)) for p in probs]), 0)
+    lookup = np.array([0, *ids], np.uint8)
+    assert np.array_equal(probabilities_to_labels(probs, ids, (61, 107)), lookup[reference])
