@@ -15,6 +15,14 @@ import json
 from dataclasses import dataclass
 
 
+def _from_dict(cls, data: dict, what: str):
+    """A frozen dataclass from a JSON-style dict; unknown keys are refused, lists -> tuples."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}: {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
 @dataclass(frozen=True)
 class ISVOSConfig:
     """Every architecture hyper-parameter of the network (spec §1.3-1.10)."""
@@ -71,12 +79,7 @@ class ISVOSConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ISVOSConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
+        return _from_dict(cls, data, "config fields")
 
     def architecture_hash(self) -> str:
         """Hash of the fields that change tensor shapes or computation (not weights source)."""
@@ -187,11 +190,7 @@ class MemoryOptions:
 
     @classmethod
     def from_dict(cls, data: dict) -> MemoryOptions:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown memory options: {sorted(unknown)}")
-        return cls(**data)
+        return _from_dict(cls, data, "memory options")
 
 
 @dataclass(frozen=True)

@@ -44,29 +44,15 @@ class Runner(Protocol):
     ) -> torch.Tensor: ...
 
 
-class EagerRunner:
-    """Runs the eager ``ISVOS`` modules (inference mode)."""
+class _GraphRunner:
+    """The three stages over ``self.graphs``: the eager network or the scripted module."""
 
-    def __init__(
-        self, model: ISVOS, *, dtype: torch.dtype = torch.float32, fold_bn: bool = True
-    ) -> None:
-        from isvos.model.build import model_hash
-        from isvos.model.fuse import fold_batchnorm
-
-        self.config = model.config
-        self.model_hash = model_hash(model)
-        # Inference runs on a folded copy: the caller's model (maybe in training) is untouched.
-        self.model = fold_batchnorm(copy.deepcopy(model)) if fold_bn else model
-        # NHWC convolutions measured ~25% faster on these CPUs (and suit GPU tensor cores).
-        self.model.eval().to(memory_format=torch.channels_last)
-        self.device = next(model.parameters()).device
-        self.dtype = dtype
-        if dtype != torch.float32:
-            self.model.to(dtype)
+    graphs: torch.nn.Module
 
     @torch.inference_mode()
     def encode_frame(self, image: torch.Tensor) -> FrameFeatures:
-        return self.model.encode_frame(image.contiguous(memory_format=torch.channels_last))
+        # NHWC convolutions measured faster on these CPUs (and suit GPU tensor cores).
+        return self.graphs.encode_frame(image.contiguous(memory_format=torch.channels_last))
 
     @torch.inference_mode()
     def read_decode(
@@ -77,16 +63,34 @@ class EagerRunner:
         top_k: int,
         chunk_size: int,
     ) -> torch.Tensor:
-        return self.model.read_decode(features, memory_key, memory_value, top_k, chunk_size)
+        return self.graphs.read_decode(features, memory_key, memory_value, top_k, chunk_size)
 
     @torch.inference_mode()
     def encode_value(
         self, image: torch.Tensor, masks: torch.Tensor, foreground: torch.Tensor, f16: torch.Tensor
     ) -> torch.Tensor:
-        return self.model.encode_value(image, masks, foreground, f16)
+        return self.graphs.encode_value(image, masks, foreground, f16)
 
 
-class ScriptedRunner:
+class EagerRunner(_GraphRunner):
+    """Runs the eager ``ISVOS`` modules (inference mode)."""
+
+    def __init__(
+        self, model: ISVOS, *, dtype: torch.dtype = torch.float32, fold_bn: bool = True
+    ) -> None:
+        from isvos.model.build import model_hash
+        from isvos.model.fuse import fold_batchnorm
+
+        self.config = model.config
+        self.model_hash = model_hash(model)
+        self.device = next(model.parameters()).device
+        self.dtype = dtype
+        # Inference runs on a folded copy: the caller's model (maybe in training) is untouched.
+        graphs = fold_batchnorm(copy.deepcopy(model)) if fold_bn else model
+        self.graphs = graphs.eval().to(dtype=dtype, memory_format=torch.channels_last)
+
+
+class ScriptedRunner(_GraphRunner):
     """Runs the graphs written by ``isvos export`` (a folder with a manifest)."""
 
     def __init__(
@@ -106,27 +110,4 @@ class ScriptedRunner:
         self.device = torch.device(device)
         self.dtype = dtype
         module = torch.jit.load(str(folder / GRAPHS_FILE), map_location=self.device).eval()
-        if dtype != torch.float32:
-            module = module.to(dtype)
-        self.module = module.to(memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def encode_frame(self, image: torch.Tensor) -> FrameFeatures:
-        return self.module.encode_frame(image.contiguous(memory_format=torch.channels_last))
-
-    @torch.inference_mode()
-    def read_decode(
-        self,
-        features: FrameFeatures,
-        memory_key: torch.Tensor,
-        memory_value: torch.Tensor,
-        top_k: int,
-        chunk_size: int,
-    ) -> torch.Tensor:
-        return self.module.read_decode(features, memory_key, memory_value, top_k, chunk_size)
-
-    @torch.inference_mode()
-    def encode_value(
-        self, image: torch.Tensor, masks: torch.Tensor, foreground: torch.Tensor, f16: torch.Tensor
-    ) -> torch.Tensor:
-        return self.module.encode_value(image, masks, foreground, f16)
+        self.graphs = module.to(dtype=dtype, memory_format=torch.channels_last)
