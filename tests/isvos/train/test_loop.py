@@ -1,0 +1,70 @@
+"""Training: the loss falls on a fixed batch; resume continues exactly where it stopped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from isvos.model import build
+from isvos.train.loop import TrainOptions, train
+from isvos.train.synthetic import synthetic_clip
+from isvos.train.wrapper import TrainingWrapper
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = build("tiny").train()
+    wrapper = TrainingWrapper(model, instance_weight=0.2)
+    rng = np.random.default_rng(0)
+    clips = [synthetic_clip(rng, num_frames=3, height=64, width=64) for _ in range(2)]
+    frames = torch.from_numpy(np.stack([c[0] for c in clips])).permute(0, 1, 4, 2, 3) / 255.0
+    labels = torch.from_numpy(np.stack([c[1] for c in clips]).astype(np.int64))
+    counts = [int(c[1][0].max()) for c in clips]
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(15):
+        result = wrapper(frames.float(), labels, counts, top_p=1.0)
+        optimiser.zero_grad()
+        result.total.backward()
+        optimiser.step()
+        losses.append(float(result.total.detach()))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def options(out, steps):
+    return TrainOptions(
+        config="tiny", data="synthetic", out=str(out), steps=steps, batch_size=2,
+        num_frames=3, crop_size=64, lr=1e-3, warmup_steps=2, threads=1, eval_every=0,
+        save_every_s=0.0,
+    )  # fmt: skip
+
+
+def test_resume_continues_from_the_same_step_and_optimiser_state(tmp_path):
+    straight = train(options(tmp_path / "straight", 6))
+
+    class CutOff(Exception):
+        pass
+
+    def cut_off(step, record):
+        if step == 4:  # killed during step 4: last.pt holds step 3
+            raise CutOff
+
+    with pytest.raises(CutOff):
+        train(options(tmp_path / "cut", 6), progress=cut_off)
+    first_half = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    assert first_half["step"] == 3
+    train(options(tmp_path / "cut", 6), resume=True)
+    a = torch.load(straight / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for name, tensor in a["checkpoint"]["state_dict"].items():
+        assert torch.allclose(tensor, b["checkpoint"]["state_dict"][name], atol=1e-6), name
+    state_a, state_b = a["optimiser"]["state"], b["optimiser"]["state"]
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.allclose(state_a[key]["exp_avg"], state_b[key]["exp_avg"], atol=1e-6)
+    logged = [line for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert len(logged) == 7  # step 4 was logged before the cut, then redone
