@@ -278,6 +278,10 @@ def train(
     max_seconds: Annotated[
         float, typer.Option(help="Stop after this many seconds (0 = no limit)")
     ] = 0.0,
+    static_fraction: Annotated[
+        float, typer.Option(help="Fraction of the steps on deformed static frames")
+    ] = 0.0,
+    init_checkpoint: Annotated[str, typer.Option(help="Start from these weights")] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
 ) -> None:
     """Train a model (resumable at any moment with --resume)."""
@@ -289,6 +293,7 @@ def train(
         config=config, data=data, out=str(out), steps=steps, batch_size=batch_size, lr=lr,
         crop_size=crop_size, device=device, val_sequences=list(val or []),
         eval_every=eval_every if val else 0, max_seconds=max_seconds, threads=threads,
+        static_fraction=static_fraction, init_checkpoint=init_checkpoint,
     )  # fmt: skip
     evaluate_fn = None
     if val:

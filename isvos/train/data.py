@@ -396,9 +396,33 @@ class PackedClipSource:
             crop_size=(crop, crop),
         )
 
+        # Static-image stage (spec §1.13 stage 1): the first ``static_fraction`` of the steps
+        # train on single frames turned into clips by random deformations.
+        self.static_steps = int(float(getattr(options, "static_fraction", 0.0)) * total)
+
     def sample(self, rng: np.random.Generator, step: int) -> tuple[np.ndarray, np.ndarray, int]:
+        if step < self.static_steps:
+            return self.sample_static(rng)
         clip = self.sampler.sample(rng, step)
         return clip.frames, clip.labels, clip.num_objects
+
+    def sample_static(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+        sampler = self.sampler
+        for _ in range(sampler.max_tries):
+            name = sampler.sequences[int(rng.integers(len(sampler.sequences)))]
+            index = int(rng.integers(sampler.dataset.num_frames(name)))
+            clip = static_clip(
+                sampler.dataset.frame(name, index),
+                sampler.dataset.labels(name, index),
+                rng,
+                sampler.num_frames,
+                max_objects=sampler.max_objects,
+                augment=sampler.augment,
+                name=name,
+            )
+            if clip.num_objects > 0:
+                return clip.frames, clip.labels, clip.num_objects
+        raise ValueError("no static clip with a visible object could be drawn")
 
 
 def clips_to_tensors(clips: Sequence[Clip]) -> dict[str, Any]:

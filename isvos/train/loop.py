@@ -64,6 +64,8 @@ class TrainOptions:
     grad_clip: float = 3.0
     max_seconds: float = 0.0  # stop (after saving) when this much wall time has passed
     init_checkpoint: str = ""  # start from these weights (a model checkpoint), not from scratch
+    # Fraction of the steps trained on static frames with random deformations (§1.13 stage 1).
+    static_fraction: float = 0.0
 
 
 class ClipSource(Protocol):

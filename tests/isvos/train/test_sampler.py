@@ -235,3 +235,33 @@ def test_training_loop_adapter(davis_pack: Path) -> None:
     assert "seq0" not in source.sampler.dataset
     frames, labels, n = source.sample(np.random.default_rng(0), 50)
     assert frames.shape == (3, 32, 32, 3) and labels.shape == (3, 32, 32) and 1 <= n <= 2
+
+
+def test_packed_source_static_stage_gives_exact_deformed_clips(tmp_path):
+    """The first static_fraction of the steps draws single frames warped into clips."""
+    from types import SimpleNamespace
+
+    from isvos.train.data import PackedClipSource, pack_dataset
+    from isvos.train.synthetic import synthetic_clip
+
+    root = tmp_path / "src"
+    frames, labels = synthetic_clip(np.random.default_rng(1), num_frames=6, num_objects=1)
+    from PIL import Image
+
+    (root / "JPEGImages" / "seq").mkdir(parents=True)
+    (root / "Annotations" / "seq").mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(frames[i]).save(root / "JPEGImages" / "seq" / f"{i:05d}.jpg")
+        image = Image.fromarray(labels[i], mode="P")
+        image.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)
+        image.save(root / "Annotations" / "seq" / f"{i:05d}.png")
+    pack = pack_dataset(root, tmp_path / "pack", short_side=96)
+    options = SimpleNamespace(data=str(pack), steps=10, static_fraction=0.5, num_frames=3,
+                              crop_size=64, max_objects=3, val_sequences=[])  # fmt: skip
+    source = PackedClipSource(options)
+    rng = np.random.default_rng(0)
+    clip_frames, clip_labels, count = source.sample(rng, step=0)
+    assert clip_frames.shape == (3, 64, 64, 3) and clip_labels.shape == (3, 64, 64)
+    assert count == 1 and set(np.unique(clip_labels)) <= {0, 1}
+    video = source.sample(rng, step=9)
+    assert video[0].shape == (3, 64, 64, 3)
