@@ -46,7 +46,9 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     if labels.shape == (h, w):
         return np.ascontiguousarray(labels, dtype=np.uint8)
-    return cv2.resize(labels.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    # NEAREST_EXACT samples pixel centres (plain NEAREST takes each block's top-left pixel,
+    # shifting masks up-left and dropping thin objects at the right and bottom edges).
+    return cv2.resize(labels.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def masks_from_labels(

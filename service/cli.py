@@ -184,6 +184,8 @@ def segment(
         fail(f"[{exc.code}] {exc}", EXIT_BAD_INPUT)
     except BackendError as exc:
         fail(f"[{exc.code}] {exc}", EXIT_BAD_INPUT)
+    except ValueError as exc:  # any other refused argument
+        fail(f"[invalid_argument] {exc}", EXIT_BAD_INPUT)
     typer.echo(
         f"{summary.frames} frames, objects {summary.objects}, "
         f"{summary.frames_per_second} frames/s -> {out}"

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from isvos.processing import (
+    MIN_PROCESSING_SIDE,
     masks_from_labels,
     probabilities_to_labels,
     processing_size,
@@ -26,6 +27,7 @@ from isvos.processing import (
     resize_labels,
 )
 from service.backends.base import Backend
+from service.media.base import check_range
 from service.media.errors import MediaError
 from service.media.limits import MediaLimits
 from service.media.masks import load_mask_input, write_indexed_png
@@ -70,6 +72,11 @@ def segment_video(
     request: SegmentRequest,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> SegmentSummary:
+    check_range(request.start, request.end, request.stride)
+    if request.short_side < MIN_PROCESSING_SIDE:
+        raise MediaError(
+            "invalid_size", f"--size must be at least {MIN_PROCESSING_SIDE} pixels"
+        )
     info = probe_video(request.video, request.limits)
     size = (info.height, info.width)
     prompts = load_mask_input(
@@ -85,24 +92,31 @@ def segment_video(
             "frame_range",
             f"the masks are for frame {first_prompt}, before --start {request.start}",
         )
+    off_grid = [f for f in prompts if (f - request.start) % request.stride]
+    if off_grid:
+        raise MediaError(
+            "frame_range",
+            f"masks are given for frames {off_grid[:5]}, which --start {request.start} "
+            f"--stride {request.stride} skips; give masks on processed frames",
+        )
     psize = processing_size(info.height, info.width, request.short_side)
     out = request.out_dir
     mask_dir = out / "masks"
     mask_dir.mkdir(parents=True, exist_ok=True)
     total = _expected_frames(info.frame_count, request)
-    overlay = (
-        OverlayWriter(out / "overlay.mp4", info.width, info.height, info.fps or 24.0)
-        if request.overlay
-        else None
-    )
     all_ids = sorted({int(i) for m in prompts.values() for i in np.unique(m) if i})
-    writer = _OutputWriter(out, size, all_ids, total, request, overlay, progress)
     handle = None
     step = 0
     started = time.perf_counter()
     decoder = BackgroundDecoder(
         request.video, request.limits, request.start, request.end, request.stride
     )
+    overlay = (
+        OverlayWriter(out / "overlay.mp4", info.width, info.height, info.fps or 24.0)
+        if request.overlay
+        else None
+    )
+    writer = _OutputWriter(out, size, all_ids, total, request, overlay, progress)
     try:
         for frame in decoder:
             writer.raise_if_failed()
@@ -193,6 +207,7 @@ class _OutputWriter:
         self.previews: list[tuple[np.ndarray, np.ndarray]] = []
         self.preview_every = max((total or PREVIEW_FRAMES) // PREVIEW_FRAMES, 1)
         self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self.stopping = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="isvos-writer", daemon=True)
         self.thread.start()
@@ -212,12 +227,15 @@ class _OutputWriter:
         self.raise_if_failed()
 
     def close(self) -> None:
+        """Stop the thread (dropping pending frames after an error), then close the overlay."""
         if self.thread.is_alive():
-            try:
-                self.queue.put_nowait((_DONE, None))
-            except queue.Full:
-                pass
-            self.thread.join(timeout=5)
+            self.stopping.set()
+            while self.thread.is_alive():
+                try:  # unblock a thread waiting for work
+                    self.queue.put((_DONE, None), timeout=0.1)
+                except queue.Full:
+                    pass
+                self.thread.join(timeout=0.1)
         if self.overlay is not None:
             self.overlay.close()
 
@@ -228,7 +246,7 @@ class _OutputWriter:
     def _items(self):
         while True:
             frame, result = self.queue.get()
-            if frame is _DONE:
+            if frame is _DONE or self.stopping.is_set():
                 return
             if result is None:
                 labels = np.zeros(self.size, np.uint8)

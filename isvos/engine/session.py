@@ -78,9 +78,14 @@ class Engine:
         for i, (session, frame_index, image, masks) in enumerate(steps):
             try:
                 if session.replayed(frame_index):
-                    results[i] = session.last_result
+                    results[i] = session.step(frame_index, image, masks)  # cached or closed
                     continue
                 session.validate_step(frame_index, image, masks)
+                if session.will_memorise(frame_index, masks):
+                    # Memorised frames are encoded alone, exactly as re-priming encodes them,
+                    # so a session primed from the record continues bit for bit.
+                    results[i] = session.step(frame_index, image, masks)
+                    continue
             except Exception as exc:  # reported per entry
                 results[i] = exc
                 continue
@@ -164,10 +169,21 @@ class Session:
                 f"frame {frame_index} out of order: expected {self.next_frame_index}"
                 + (f" (or {self.last_result.frame_index} again)" if self.last_result else "")
             )
-        if not self.object_ids and not masks:
+        if self.next_frame_index == 0 and not masks:
             raise SessionStateError("the first step of a session needs at least one mask")
         self._check_image(image)
         self._check_masks(masks or {})
+
+    def will_memorise(self, frame_index: int, masks: dict[int, np.ndarray] | None) -> bool:
+        """The memorisation rule (spec §1.8): first frame, user masks, or ``mem_every`` on.
+
+        A session whose objects were all removed memorises nothing until new masks come."""
+        if not masks and not self.object_ids:
+            return False
+        return bool(masks) or (
+            self.last_memorised_index < 0
+            or frame_index - self.last_memorised_index >= self.options.mem_every
+        )
 
     def step(
         self,
@@ -185,23 +201,28 @@ class Session:
             return self.last_result  # type: ignore[return-value]
         self.validate_step(frame_index, image, masks)
         masks = masks or {}
+        memorise = self.will_memorise(frame_index, masks)
         x = self._image_tensor(image)
         if features is None:
             features = self.runner.encode_frame(x)
         probabilities = self._predict(features)
-        for object_id in masks:
-            if object_id not in self.object_ids:
-                self._add_object(object_id, frame_index)
-        if masks:
-            probabilities = self._merge_masks(probabilities, masks)
-        probs_np = probabilities.float().cpu().numpy()
-        labels = labels_from_probabilities(probs_np, self.object_ids)
-        memorise = bool(masks) or (
-            self.last_memorised_index < 0
-            or frame_index - self.last_memorised_index >= self.options.mem_every
-        )
-        if memorise:
-            self._memorise(frame_index, image, labels, x, features[1], features[0][0], tuple(masks))
+        added = [o for o in masks if o not in self.object_ids]
+        for object_id in added:
+            self._add_object(object_id, frame_index)
+        try:
+            if masks:
+                probabilities = self._merge_masks(probabilities, masks)
+            probs_np = probabilities.float().cpu().numpy()
+            labels = labels_from_probabilities(probs_np, self.object_ids)
+            if memorise:
+                key = features[0][0]
+                self._memorise(frame_index, image, labels, x, features[1], key, tuple(masks))
+        except Exception:
+            for object_id in added:  # a failed step leaves the session as it was
+                self.object_ids.remove(object_id)
+                self.object_start_frames.pop(object_id, None)
+                self.bank.remove_object(object_id)
+            raise
         self.next_frame_index = frame_index + 1
         self.last_result = StepResult(
             frame_index, list(self.object_ids), probs_np, labels, memorise
@@ -209,6 +230,10 @@ class Session:
         return self.last_result
 
     def remove_objects(self, object_ids: list[int]) -> None:
+        """Forget objects; later steps no longer predict them (the last result stays cached)."""
+        if self.closed:
+            raise SessionStateError("session is closed")
+        object_ids = list(dict.fromkeys(int(o) for o in object_ids))
         unknown = [o for o in object_ids if o not in self.object_ids]
         if unknown:
             raise ObjectError(f"unknown objects {unknown}; the session has {self.object_ids}")
@@ -217,7 +242,6 @@ class Session:
             self.object_start_frames.pop(object_id, None)
             self.bank.remove_object(object_id)
             self.removed_objects.append(object_id)
-        self.last_result = None
 
     def close(self) -> None:
         self.closed = True

@@ -36,6 +36,10 @@ def read_memory(
     mk_aug = torch.cat([mk, -mk.pow(2).sum(0, keepdim=True)], 0)  # [C_k + 1, M]
     objects, cv = memory_value.shape[0], memory_value.shape[1]
     values = memory_value.transpose(1, 2)  # [O, M, C_v] view; gathering along M measured best
+    # The gathered values are [O, c, k, C_v]: bound them (32 M elements) as well as the
+    # [c, M] logits, so many objects or wide values cannot exhaust memory.
+    gather_budget = 32 * 1024 * 1024
+    chunk_size = max(1, min(chunk_size, gather_budget // max(objects * k * cv, 1)))
     outs: list[torch.Tensor] = []
     for start in range(0, n, chunk_size):
         q = query_key[:, start : start + chunk_size].float()  # [C_k, c]
@@ -44,8 +48,9 @@ def read_memory(
         top_logits, top_idx = logits.topk(k, dim=1)  # [c, k]
         weights = top_logits.softmax(dim=1)
         c = q.shape[1]
-        gathered = values[:, top_idx.flatten()].view(objects, c, k, cv).float()
-        outs.append((gathered * weights[None, :, :, None]).sum(2).transpose(1, 2))
+        gathered = values[:, top_idx.flatten()].view(objects * c, k, cv).float()
+        mixed = torch.bmm(weights.expand(objects, c, k).reshape(objects * c, 1, k), gathered)
+        outs.append(mixed.view(objects, c, cv).transpose(1, 2))
     return torch.cat(outs, 1)  # fp32
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from isvos.config import MemoryOptions
+from isvos.config import MemoryOptions, ProcessingOptions
 from isvos.engine import EagerRunner, Engine, EngineError, Session
+from isvos.processing import MIN_PROCESSING_SIDE
 
 from .base import BackendError, SessionHandle, StepOutput
 
@@ -31,6 +32,13 @@ class LocalBackend:
     ) -> SessionHandle:
         if session_id in self.sessions:
             raise BackendError("already_exists", f"session {session_id} is already open")
+        limit = ProcessingOptions().max_long_side
+        if max(processing_size) > limit or min(processing_size) < MIN_PROCESSING_SIDE:
+            raise BackendError(
+                "resource_exhausted",
+                f"processing size {processing_size[1]}x{processing_size[0]} is outside "
+                f"{MIN_PROCESSING_SIDE}..{limit} pixels per side; choose a smaller --size",
+            )
         try:
             memory = MemoryOptions.from_dict(options or {})
         except (TypeError, ValueError) as exc:
@@ -55,6 +63,8 @@ class LocalBackend:
             result = self._session(handle).step(frame_index, image, masks)
         except EngineError as exc:
             raise BackendError(exc.code, str(exc)) from exc
+        except (RuntimeError, MemoryError) as exc:  # e.g. out of memory on the device
+            raise BackendError("internal", f"step failed: {exc}") from exc
         return StepOutput(
             result.frame_index, result.object_ids, result.probabilities, result.labels
         )

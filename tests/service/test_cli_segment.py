@@ -107,6 +107,10 @@ def test_odd_sized_frame_folder(clip, tmp_path):
         ("unknown_format", "unknown_format"),
         ("over_limit", "too_many_frames"),
         ("missing_video", "does not exist"),
+        ("zero_stride", "frame_range"),
+        ("tiny_size", "invalid_size"),
+        ("huge_size", "resource_exhausted"),
+        ("off_stride_masks", "skips"),
     ],
 )
 def test_bad_input_gives_a_clear_error(clip_video, tmp_path, case, message):
@@ -141,6 +145,20 @@ def test_bad_input_gives_a_clear_error(clip_video, tmp_path, case, message):
         extra = ["--max-frames", "5"]
     elif case == "missing_video":
         video = tmp_path / "nope.mp4"
+    elif case == "zero_stride":
+        extra = ["--stride", "0"]
+    elif case == "tiny_size":
+        extra = ["--size", "16"]
+    elif case == "huge_size":
+        extra = ["--size", "4000"]
+    elif case == "off_stride_masks":
+        from pycocotools import mask as mask_utils
+
+        rle = mask_utils.encode(np.asfortranarray((labels[3] == 1).astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode()
+        masks = tmp_path / "late.json"
+        masks.write_text(json.dumps([{"id": 1, "frame": 3, "segmentation": rle}]))
+        extra = ["--stride", "2"]
     result = segment(video, "--masks", masks, "--out", tmp_path / "out", *extra)
     assert result.exit_code == 2, result.output
     assert message in result.output

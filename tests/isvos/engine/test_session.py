@@ -172,3 +172,38 @@ def test_bad_input_is_refused(engine, clip):
     with pytest.raises(ObjectError, match="exceed"):
         session.step(0, frames[0], three)
     session.step(0, frames[0], {1: labels[0] == 1})
+
+
+def test_session_continues_after_all_objects_are_removed(engine, clip):
+    frames, labels = clip
+    session = engine.open_session(SIZE)
+    session.step(0, frames[0], masks_of(labels[0], [1]))
+    last = session.step(1, frames[1])
+    session.remove_objects([1, 1])  # duplicates are fine
+    assert session.step(1, frames[1]) is last  # the last step stays replayable
+    for i in range(2, 8):
+        result = session.step(i, frames[i])
+        assert result.object_ids == [] and not result.labels.any()
+    result = session.step(8, frames[8], masks_of(labels[8], [2]))
+    assert result.object_ids == [2] and result.memorised
+    session.close()
+    with pytest.raises(SessionStateError):
+        session.remove_objects([2])
+
+
+def test_batched_steps_equal_single_steps_and_keep_records_exact(engine, clip):
+    """Engine.step_many batches the encoder; memorised frames are encoded alone, so a
+    session primed from a batched session's record continues identically."""
+    frames, labels = clip
+    a, b = engine.open_session(SIZE), engine.open_session(SIZE)
+    single = engine.open_session(SIZE)
+    first = masks_of(labels[0], [1, 2])
+    for i in range(12):
+        masks = first if i == 0 else None
+        out_a, out_b = engine.step_many([(a, i, frames[i], masks), (b, i, frames[i], masks)])
+        reference = single.step(i, frames[i], masks)
+        assert np.array_equal(out_a.labels, reference.labels)
+        assert np.abs(out_b.probabilities - reference.probabilities).max() <= 1e-4
+    primed = engine.prime(a.record())
+    for i in range(12, 20):
+        assert np.array_equal(a.step(i, frames[i]).probabilities, primed.step(i, frames[i]).probabilities)
