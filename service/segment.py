@@ -74,9 +74,7 @@ def segment_video(
 ) -> SegmentSummary:
     check_range(request.start, request.end, request.stride)
     if request.short_side < MIN_PROCESSING_SIDE:
-        raise MediaError(
-            "invalid_size", f"--size must be at least {MIN_PROCESSING_SIDE} pixels"
-        )
+        raise MediaError("invalid_size", f"--size must be at least {MIN_PROCESSING_SIDE} pixels")
     info = probe_video(request.video, request.limits)
     size = (info.height, info.width)
     prompts = load_mask_input(

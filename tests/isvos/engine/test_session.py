@@ -206,4 +206,6 @@ def test_batched_steps_equal_single_steps_and_keep_records_exact(engine, clip):
         assert np.abs(out_b.probabilities - reference.probabilities).max() <= 1e-4
     primed = engine.prime(a.record())
     for i in range(12, 20):
-        assert np.array_equal(a.step(i, frames[i]).probabilities, primed.step(i, frames[i]).probabilities)
+        assert np.array_equal(
+            a.step(i, frames[i]).probabilities, primed.step(i, frames[i]).probabilities
+        )
