@@ -311,6 +311,24 @@ def train(
 
 
 @app.command()
+def shard(
+    checkpoint: Annotated[Path, typer.Argument(help="A model checkpoint file")],
+    out: Annotated[Path, typer.Option("--out", help="Manifest to write (NAME.manifest.json)")],
+    max_mb: Annotated[float, typer.Option(help="Largest shard in MB")] = 16.0,
+) -> None:
+    """Split a checkpoint into shards (for size-limited transfers); load the manifest as usual."""
+    from isvos.model.build import CheckpointError, load_checkpoint_file, save_sharded
+
+    if not out.name.endswith(".manifest.json"):
+        fail("--out must end with .manifest.json", EXIT_BAD_INPUT)
+    try:
+        manifest = save_sharded(load_checkpoint_file(checkpoint), out, int(max_mb * 1e6))
+    except CheckpointError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    typer.echo(f"wrote {manifest} and its shards")
+
+
+@app.command()
 def pack(
     src: Annotated[
         Path, typer.Argument(help="Dataset root (davis16, DAVIS or YouTube-VOS layout)")

@@ -68,3 +68,20 @@ def test_eval_missing_prediction_is_a_clear_error(dataset, tmp_path):
     result = runner.invoke(app, ["eval", "--gt", str(dataset), "--pred", str(tmp_path / "none")])
     assert result.exit_code == 2
     assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_shard_command_round_trip(tmp_path):
+    import torch
+
+    from isvos.model import build
+
+    manifest = tmp_path / "tiny.manifest.json"
+    result = runner.invoke(
+        app, ["shard", str(TINY_CHECKPOINT), "--out", str(manifest), "--max-mb", "0.2"]
+    )
+    assert result.exit_code == 0, result.output
+    shards = sorted(tmp_path.glob("tiny.part*.pt"))
+    assert len(shards) >= 2 and all(s.stat().st_size <= 200_000 for s in shards)
+    a, b = build("tiny", TINY_CHECKPOINT), build("tiny", manifest)
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)
