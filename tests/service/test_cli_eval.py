@@ -85,3 +85,12 @@ def test_shard_command_round_trip(tmp_path):
     a, b = build("tiny", TINY_CHECKPOINT), build("tiny", manifest)
     pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     assert all(torch.equal(x, y) for x, y in pairs)
+
+
+def test_the_shipped_lite_checkpoint_is_the_default_and_loads_strictly():
+    from isvos.model import build, model_hash
+    from service.cli import default_checkpoint
+
+    path = default_checkpoint("lite")
+    assert path is not None and path.endswith("lite.pt")
+    assert model_hash(build("lite", path)) == "fe248342f5cb9c61"
