@@ -33,7 +33,7 @@ from service.media.limits import MediaLimits
 from service.media.masks import load_mask_input, write_indexed_png
 from service.media.overlay import OverlayWriter, write_preview
 from service.media.rle import write_rle_json
-from service.media.video import BackgroundDecoder, lower_thread_priority, probe_video
+from service.media.video import BackgroundDecoder, probe_video
 
 PREVIEW_FRAMES = 8
 
@@ -262,7 +262,6 @@ class _OutputWriter:
             yield frame.index, labels
 
     def _run(self) -> None:
-        lower_thread_priority()
         try:
             if self.rle:
                 write_rle_json(

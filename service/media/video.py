@@ -11,7 +11,6 @@ Sample aspect ratio and display-matrix flips are ignored.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -49,18 +48,6 @@ __all__ = [
     "normalize_rotation",
     "probe_video",
 ]
-
-
-def lower_thread_priority(niceness: int = 10) -> None:
-    """Make the calling thread yield to the model's threads (Linux; a no-op elsewhere).
-
-    Background decoding and writing then fill the model's idle gaps instead of preempting
-    its compute threads, which on a machine with few cores costs more than it saves.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-    except (AttributeError, OSError):
-        pass
 
 
 def _unreadable(path: Path, detail: str) -> MediaError:
@@ -341,7 +328,6 @@ class BackgroundDecoder:
         return False
 
     def _run(self) -> None:
-        lower_thread_priority()
         try:
             for frame in self._frames:
                 if not self._put(frame):
