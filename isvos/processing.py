@@ -29,6 +29,11 @@ def processing_size(height: int, width: int, short_side: int) -> tuple[int, int]
     return h, w
 
 
+def padded_size(size: tuple[int, int], divisor: int) -> tuple[int, int]:
+    """(h, w) rounded up to multiples of ``divisor`` (the graphs pad to it, spec §1.3)."""
+    return (-(-size[0] // divisor) * divisor, -(-size[1] // divisor) * divisor)
+
+
 def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """RGB uint8 [H, W, 3] -> [h, w, 3] (area filter when shrinking, bilinear when growing)."""
     if frame.ndim != 3 or frame.shape[2] != 3:

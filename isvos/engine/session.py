@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from isvos.config import MemoryOptions
 from isvos.model.memory_read import soft_aggregate
-from isvos.processing import labels_from_probabilities
+from isvos.processing import labels_from_probabilities, padded_size
 
 from .errors import FrameIndexError, ObjectError, RecordMismatchError, SessionStateError
 from .memory_bank import MemoryBank
@@ -129,10 +129,8 @@ class Session:
         self.options = options
         self.processing_size = (int(processing_size[0]), int(processing_size[1]))
         config = self.runner.config
-        divisor = config.size_divisibility
-        padded_h = -(-self.processing_size[0] // divisor) * divisor
-        padded_w = -(-self.processing_size[1] // divisor) * divisor
-        self.padded_size = (padded_h, padded_w)
+        self.padded_size = padded_size(self.processing_size, config.size_divisibility)
+        padded_h, padded_w = self.padded_size
         self.bank = MemoryBank(
             capacity=options.max_memory_frames,
             key_dim=config.key_dim,
@@ -216,12 +214,13 @@ class Session:
             labels = labels_from_probabilities(probs_np, self.object_ids)
             if memorise:
                 key = features[0][0]
-                self._memorise(frame_index, image, labels, x, features[1], key, tuple(masks))
+                first = self.last_memorised_index < 0
+                self._memorise(
+                    frame_index, image, labels, x, features[1], key, tuple(masks), first=first
+                )
         except Exception:
             for object_id in added:  # a failed step leaves the session as it was
-                self.object_ids.remove(object_id)
-                self.object_start_frames.pop(object_id, None)
-                self.bank.remove_object(object_id)
+                self._drop_object(object_id)
             raise
         self.next_frame_index = frame_index + 1
         self.last_result = StepResult(
@@ -238,9 +237,7 @@ class Session:
         if unknown:
             raise ObjectError(f"unknown objects {unknown}; the session has {self.object_ids}")
         for object_id in object_ids:
-            self.object_ids.remove(object_id)
-            self.object_start_frames.pop(object_id, None)
-            self.bank.remove_object(object_id)
+            self._drop_object(object_id)
             self.removed_objects.append(object_id)
 
     def close(self) -> None:
@@ -357,6 +354,11 @@ class Session:
         self.object_start_frames[object_id] = frame_index
         self.bank.add_object(object_id)
 
+    def _drop_object(self, object_id: int) -> None:
+        self.object_ids.remove(object_id)
+        self.object_start_frames.pop(object_id, None)
+        self.bank.remove_object(object_id)
+
     def _memorise(
         self,
         frame_index: int,
@@ -366,6 +368,8 @@ class Session:
         f16: torch.Tensor,
         key: torch.Tensor,
         anchor_objects: tuple[int, ...],
+        *,
+        first: bool,
         encoded_objects: tuple[int, ...] | None = None,
     ) -> None:
         """Encode values from the hard label map and insert the frame into the bank."""
@@ -375,7 +379,6 @@ class Session:
         foreground = (labels_t > 0).to(x.dtype)
         values = self.runner.encode_value(x, masks, foreground, f16)
         live = {o: values[i] for i, o in enumerate(encoded) if o in self.object_ids}
-        first = self.last_memorised_index < 0
         self.bank.insert(
             frame_index,
             key,
@@ -402,7 +405,6 @@ class Session:
         for slot in sorted(record.slots, key=lambda s: s.frame_index):
             x = self._image_tensor(slot.image)
             features = self.runner.encode_frame(x)
-            self.last_memorised_index = -1 if slot.first else slot.frame_index
             self._memorise(
                 slot.frame_index,
                 slot.image,
@@ -411,6 +413,7 @@ class Session:
                 features[1],
                 features[0][0],
                 anchor_objects=(),
+                first=slot.first,
                 encoded_objects=slot.encoded_objects,
             )
         self.bank.anchors = dict(record.anchors)

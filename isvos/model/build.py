@@ -114,14 +114,19 @@ def make_checkpoint(model: ISVOS, meta: dict | None = None) -> dict:
     }
 
 
-def save_checkpoint(model: ISVOS, path: str | Path, meta: dict | None = None) -> Path:
-    """Write a single-file checkpoint atomically (write to a temp name, then rename)."""
+def atomic_save(payload: dict, path: str | Path) -> Path:
+    """``torch.save`` to a temporary name, then rename: readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(make_checkpoint(model, meta), tmp)
+    torch.save(payload, tmp)
     tmp.replace(path)
     return path
+
+
+def save_checkpoint(model: ISVOS, path: str | Path, meta: dict | None = None) -> Path:
+    """Write a single-file model checkpoint atomically."""
+    return atomic_save(make_checkpoint(model, meta), path)
 
 
 def save_sharded(payload: dict, manifest_path: str | Path, shard_bytes: int = SHARD_BYTES) -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from isvos.config import get_config
-from isvos.model.build import build, load_into, make_checkpoint
+from isvos.model.build import atomic_save, build, load_into, make_checkpoint, save_checkpoint
 from isvos.model.network import ISVOS
 
 from .losses import BootstrapSchedule
@@ -131,12 +131,6 @@ def _batch(
     return frames.float().div_(255.0), labels, [c[2] for c in clips]
 
 
-def _atomic_save(payload: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
 def train(
     options: TrainOptions,
     *,
@@ -193,7 +187,7 @@ def train(
             "step": step,
             "best": best,
         }
-        _atomic_save(payload, state_path)
+        atomic_save(payload, state_path)
 
     with (out / "log.jsonl").open("a") as log_file:
         while step < options.steps:
@@ -228,9 +222,7 @@ def train(
                 score = metrics.get("J&F", -math.inf)
                 if score > best:
                     best = score
-                    _atomic_save(
-                        make_checkpoint(model, {"step": step, "val": metrics}), out / "best.pt"
-                    )
+                    save_checkpoint(model, out / "best.pt", {"step": step, "val": metrics})
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             if progress is not None:
@@ -243,5 +235,5 @@ def train(
             if out_of_time:
                 break
     if not (out / "best.pt").exists() or evaluate is None:
-        _atomic_save(make_checkpoint(model, {"step": step}), out / "final.pt")
+        save_checkpoint(model, out / "final.pt", {"step": step})
     return out

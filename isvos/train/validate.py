@@ -2,35 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from isvos.engine import EagerRunner, Engine
+from isvos.engine.sequence import segment_sequence
 from isvos.metrics import evaluate_dataset, evaluate_sequence
 from isvos.model.network import ISVOS
-from isvos.processing import (
-    masks_from_labels,
-    probabilities_to_labels,
-    processing_size,
-    resize_frame,
-    resize_labels,
-)
-
-
-def segment_sequence(
-    engine: Engine, frames: list[np.ndarray], first_labels: np.ndarray, short_side: int
-) -> list[np.ndarray]:
-    height, width = first_labels.shape
-    psize = processing_size(height, width, short_side)
-    session = engine.open_session(psize)
-    predictions = []
-    for index, frame in enumerate(frames):
-        masks = masks_from_labels(resize_labels(first_labels, psize)) if index == 0 else None
-        result = session.step(index, resize_frame(frame, psize), masks)
-        predictions.append(
-            probabilities_to_labels(result.probabilities, result.object_ids, (height, width))
-        )
-    session.close()
-    return predictions
 
 
 def validate_on_pack(model: ISVOS, options) -> dict:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from isvos.processing import masks_from_labels
 from service import triton_contract as C
 
 START = 1
@@ -302,7 +303,7 @@ class TritonPythonModel:
 
     def _admit(self, size: tuple[int, int], memory) -> int:
         from isvos.engine import bank_bytes
-        from isvos.processing import MIN_PROCESSING_SIDE
+        from isvos.processing import MIN_PROCESSING_SIDE, padded_size
 
         if min(size) < MIN_PROCESSING_SIDE:
             raise Refusal(
@@ -326,8 +327,7 @@ class TritonPythonModel:
                 "sessions", f"{len(self.sessions)} live sessions, the limit of this instance"
             )
         config = self.runner.config
-        divisor = config.size_divisibility
-        padded = [-(-s // divisor) * divisor for s in size]
+        padded = padded_size(size, config.size_divisibility)
         need = bank_bytes(
             capacity=memory.max_memory_frames, key_dim=config.key_dim,
             value_dim=config.value_dim, height=padded[0] // 16, width=padded[1] // 16,
@@ -522,11 +522,8 @@ class TritonPythonModel:
             if ids:
                 raise Refusal(C.INVALID_ARGUMENT, "OBJECT_IDS on a step needs MASKS")
             return None
-        if ids is None:
-            ids = [int(i) for i in np.unique(labels) if i != 0]
-        if not ids:
-            return None
-        return {int(i): labels == i for i in ids}
+        masks = masks_from_labels(labels, ids)
+        return masks or None
 
     def _step_args(self, request) -> tuple[int, np.ndarray, dict | None]:
         index = self._int_scalar(request, C.FRAME_INDEX, default=None)
