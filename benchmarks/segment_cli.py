@@ -2,10 +2,13 @@
 
     python benchmarks/segment_cli.py [--video PATH --masks PNG] [--config lite] [--size 240]
 
-Three figures, each the median of ``--repeats`` alternating runs on the same frames:
-decode alone (PyAV, RGB arrays), the bare engine stepping pre-decoded, pre-resized frames,
-and the whole pipeline (background decode, resize, step, upsample to the original size,
-indexed PNG per frame). The ratio pipeline / bare engine must stay >= 0.95.
+Figures, each the median of ``--repeats`` runs on the same frames: decode alone (PyAV,
+RGB arrays; single-threaded as ``isvos segment`` decodes beside a CPU model, and with
+FFmpeg's threads), the bare engine stepping pre-decoded, pre-resized frames, and the
+whole pipeline (background decode, resize, step, upsample to the original size, indexed
+PNG per frame, setup included). Bare and pipeline runs alternate in pairs, their order
+swapped every repeat, and the ratio pipeline / bare engine is the median of the paired
+ratios (drift of a shared machine cancels within a pair); it must stay >= 0.95.
 Weights are random (speed does not depend on them).
 """
 
@@ -42,8 +45,8 @@ def main() -> None:
     parser.add_argument("--masks", type=Path, default=DEFAULT_MASK)
     parser.add_argument("--config", default="lite")
     parser.add_argument("--size", type=int, default=None)
-    parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=None, help="default: the whole video")
+    parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -54,10 +57,10 @@ def main() -> None:
     engine = Engine(EagerRunner(build(args.config)))
     backend = LocalBackend(engine)
 
-    def decode() -> list[np.ndarray]:
-        return [f.image for f in iter_frames(args.video, end=args.frames)]
+    def decode(threads: int) -> list[np.ndarray]:
+        return [f.image for f in iter_frames(args.video, end=args.frames, threads=threads)]
 
-    frames = decode()
+    frames = decode(1)
     small = [resize_frame(f, psize) for f in frames]
     masks = masks_from_labels(resize_labels(first, psize))
 
@@ -70,26 +73,41 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             request = SegmentRequest(
                 video=args.video, masks=args.masks, out_dir=Path(out), short_side=short_side,
-                end=args.frames,
+                end=args.frames, decode_threads=1,  # as `isvos segment` on a local CPU model
             )  # fmt: skip
             segment_video(backend, request)
 
-    timings: dict[str, list[float]] = {"decode": [], "bare engine": [], "segment pipeline": []}
+    def frames_per_second(fn) -> float:
+        started = time.perf_counter()
+        fn()
+        return len(frames) / (time.perf_counter() - started)
+
+    timings: dict[str, list[float]] = {
+        "decode (1 thread)": [], "decode (FFmpeg threads)": [],
+        "bare engine": [], "segment pipeline": [],
+    }  # fmt: skip
+    ratios = []
     bare()  # warm-up
-    for _ in range(args.repeats):
-        for name, fn in (("decode", decode), ("bare engine", bare), ("segment pipeline", pipeline)):
-            started = time.perf_counter()
-            fn()
-            timings[name].append(len(frames) / (time.perf_counter() - started))
+    pipeline()
+    for repeat in range(args.repeats):
+        timings["decode (1 thread)"].append(frames_per_second(lambda: decode(1)))
+        timings["decode (FFmpeg threads)"].append(frames_per_second(lambda: decode(0)))
+        pair = {}
+        order = ("bare engine", "segment pipeline")
+        for name in order if repeat % 2 == 0 else order[::-1]:
+            pair[name] = frames_per_second(bare if name == "bare engine" else pipeline)
+            timings[name].append(pair[name])
+        ratios.append(pair["segment pipeline"] / pair["bare engine"])
     print(
         f"video {args.video.name} {info.width}x{info.height}, {len(frames)} frames, "
         f"config {args.config}, processing {psize[1]}x{psize[0]}, threads {args.threads}"
     )
-    medians = {name: statistics.median(values) for name, values in timings.items()}
-    for name, value in medians.items():
-        print(f"  {name:<17} {value:8.1f} frames/s (median of {args.repeats})")
-    ratio = medians["segment pipeline"] / medians["bare engine"]
-    print(f"  pipeline / bare engine = {ratio:.3f}")
+    for name, values in timings.items():
+        print(f"  {name:<24} {statistics.median(values):8.1f} frames/s (median of {args.repeats})")
+    print(
+        f"  pipeline / bare engine = {statistics.median(ratios):.3f} (median of {args.repeats} "
+        f"paired runs; min {min(ratios):.3f}, max {max(ratios):.3f})"
+    )
 
 
 if __name__ == "__main__":

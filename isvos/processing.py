@@ -91,9 +91,8 @@ def probabilities_to_labels(
         return cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
 
     if probs.shape[0] == 2:  # one object: a single plane decides (resize is linear)
-        winner = np.zeros((height, width), dtype=np.uint8)
-        winner[upsample(probs[1] - probs[0]) > 0] = object_ids[0]
-        return winner
+        inside = np.greater(upsample(probs[1] - probs[0]), 0).view(np.uint8)
+        return inside if object_ids[0] == 1 else inside * np.uint8(object_ids[0])
     best = upsample(probs[0])
     winner = np.zeros((height, width), dtype=np.uint8)
     # One channel at a time keeps peak memory at two full-size planes for any object count.
@@ -101,5 +100,5 @@ def probabilities_to_labels(
         plane = upsample(probs[channel])
         better = plane > best
         np.copyto(best, plane, where=better)
-        winner[better] = object_ids[channel - 1]
+        np.copyto(winner, np.uint8(object_ids[channel - 1]), where=better)
     return winner

@@ -145,6 +145,7 @@ def segment(
         stride=stride,
         resize_masks=resize_masks,
         limits=_limits(max_frames, max_file_mb),
+        decode_threads=1 if backend_name == "local" and device == "cpu" else 0,
     )
     if not video.exists():
         fail(f"video {str(video)!r} does not exist", EXIT_BAD_INPUT)

@@ -33,7 +33,7 @@ from service.media.limits import MediaLimits
 from service.media.masks import load_mask_input, write_indexed_png
 from service.media.overlay import OverlayWriter, write_preview
 from service.media.rle import write_rle_json
-from service.media.video import BackgroundDecoder, probe_video
+from service.media.video import BackgroundDecoder, Frame, probe_video
 
 PREVIEW_FRAMES = 8
 
@@ -52,6 +52,9 @@ class SegmentRequest:
     stride: int = 1
     resize_masks: bool = False
     limits: MediaLimits = field(default_factory=MediaLimits)
+    # FFmpeg decoding threads: 0 = one per core; 1 when the model runs on the same CPU,
+    # so that decoder threads do not preempt the model's threads.
+    decode_threads: int = 0
 
 
 @dataclass
@@ -75,6 +78,31 @@ def segment_video(
     check_range(request.start, request.end, request.stride)
     if request.short_side < MIN_PROCESSING_SIDE:
         raise MediaError("invalid_size", f"--size must be at least {MIN_PROCESSING_SIDE} pixels")
+    started = time.perf_counter()
+    # Decoding starts at once, overlapping the probe, the mask loading and the session's
+    # opening; the decoder checks the same limits before it decodes anything.
+    decoder = BackgroundDecoder(
+        request.video,
+        request.limits,
+        request.start,
+        request.end,
+        request.stride,
+        threads=request.decode_threads,
+        prepare=lambda frame: _with_model_input(frame, request.short_side),
+    )
+    try:
+        return _segment(backend, request, decoder, progress, started)
+    finally:
+        decoder.close()
+
+
+def _segment(
+    backend: Backend,
+    request: SegmentRequest,
+    decoder: BackgroundDecoder,
+    progress: Callable[[int, int | None], None] | None,
+    started: float,
+) -> SegmentSummary:
     info = probe_video(request.video, request.limits)
     size = (info.height, info.width)
     prompts = load_mask_input(
@@ -105,10 +133,6 @@ def segment_video(
     all_ids = sorted({int(i) for m in prompts.values() for i in np.unique(m) if i})
     handle = None
     step = 0
-    started = time.perf_counter()
-    decoder = BackgroundDecoder(
-        request.video, request.limits, request.start, request.end, request.stride
-    )
     overlay = (
         OverlayWriter(out / "overlay.mp4", info.width, info.height, info.fps or 24.0)
         if request.overlay
@@ -116,7 +140,7 @@ def segment_video(
     )
     writer = _OutputWriter(out, size, all_ids, total, request, overlay, progress)
     try:
-        for frame in decoder:
+        for frame, model_input in decoder:
             writer.raise_if_failed()
             prompt = prompts.get(frame.index)
             if handle is None and prompt is not None:
@@ -124,12 +148,11 @@ def segment_video(
             result = None
             if handle is not None:
                 masks = _prompt_masks(prompt, psize, frame.index) if prompt is not None else None
-                result = backend.step(handle, step, resize_frame(frame.image, psize), masks)
+                result = backend.step(handle, step, model_input, masks)
                 step += 1
             writer.put(frame, result)
         writer.finish()
     finally:
-        decoder.close()
         writer.close()
         if handle is not None:
             backend.close(handle)
@@ -161,6 +184,12 @@ def segment_video(
     )
     (out / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
     return summary
+
+
+def _with_model_input(frame: Frame, short_side: int) -> tuple[Frame, np.ndarray]:
+    """The frame and its copy at the processing size (every frame has the first's size)."""
+    height, width = frame.image.shape[:2]
+    return frame, resize_frame(frame.image, processing_size(height, width, short_side))
 
 
 def _expected_frames(frame_count: int | None, request: SegmentRequest) -> int | None:

@@ -177,11 +177,14 @@ def read_binary_masks(paths: Sequence[str | Path], ids: Sequence[int] | None = N
 # ---------------------------------------------------------------- writers
 
 
+PNG_COMPRESS_LEVEL = 3  # zlib level: half the CPU of the default 6, files ~1.7x larger
+
+
 def write_indexed_png(path: str | Path, labels: np.ndarray) -> None:
     """Save a label map as a palette PNG with the DAVIS palette (pixel value = id)."""
     im = Image.fromarray(np.ascontiguousarray(as_labels(labels)), mode="L")
     im.putpalette(DAVIS_PALETTE)
-    im.save(path, format="PNG", optimize=False)
+    im.save(path, format="PNG", optimize=False, compress_level=PNG_COMPRESS_LEVEL)
 
 
 # ---------------------------------------------------------------- input dispatch

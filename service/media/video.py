@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,8 +68,12 @@ class _Opened:
     tag_rotation: int
 
 
-def _open_checked(path: Path, limits: MediaLimits) -> _Opened:
-    """Open a video file and check every limit the headers allow, without decoding."""
+def _open_checked(path: Path, limits: MediaLimits, threads: int = 0) -> _Opened:
+    """Open a video file and check every limit the headers allow, without decoding.
+
+    ``threads``: FFmpeg decoding threads, 0 for FFmpeg's choice (frame and slice threads,
+    one per core), 1 to decode on the calling thread only.
+    """
     if not path.exists():
         raise MediaError("video_unreadable", f"video {str(path)!r} does not exist.")
     size = path.stat().st_size
@@ -111,7 +115,11 @@ def _open_checked(path: Path, limits: MediaLimits) -> _Opened:
             tag_rotation = normalize_rotation(-float(tag)) if tag else 0
         except ValueError:
             tag_rotation = 0
-        vs.thread_type = "AUTO"
+        if threads == 1:
+            vs.codec_context.thread_count = 1
+        else:
+            vs.thread_type = "AUTO"
+            vs.codec_context.thread_count = threads
         return _Opened(container, vs, tag_rotation)
     except BaseException:
         container.close()
@@ -148,7 +156,7 @@ def probe_video(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> Video
     p = Path(path)
     if p.is_dir():
         return probe_folder(p, limits)
-    opened = _open_checked(p, limits)
+    opened = _open_checked(p, limits, threads=1)  # one frame: threads would only add latency
     container, vs = opened.container, opened.stream
     try:
         try:
@@ -189,6 +197,7 @@ def iter_frames(
     start: int = 0,
     end: int | None = None,
     stride: int = 1,
+    threads: int = 0,
 ) -> Iterator[Frame]:
     """Yield frames ``start, start+stride, ... < end`` as RGB in displayed orientation.
 
@@ -196,19 +205,20 @@ def iter_frames(
 
     ``end`` past the last frame is clipped; ``start`` past it raises ``frame_range``.
     Only the video stream is decoded. Range arguments are checked immediately; the
-    file is opened on the first ``next()``.
+    file is opened on the first ``next()``. ``threads``: FFmpeg decoding threads (0: one
+    per core; 1 when the model shares the CPU, so decoding does not preempt it).
     """
     check_range(start, end, stride)
     p = Path(path)
     if p.is_dir():
         return iter_folder(p, limits, start, end, stride)
-    return _iter_video(p, limits, start, end, stride)
+    return _iter_video(p, limits, start, end, stride, threads)
 
 
 def _iter_video(
-    path: Path, limits: MediaLimits, start: int, end: int | None, stride: int
+    path: Path, limits: MediaLimits, start: int, end: int | None, stride: int, threads: int
 ) -> Iterator[Frame]:
-    opened = _open_checked(path, limits)
+    opened = _open_checked(path, limits, threads)
     container, vs = opened.container, opened.stream
     declared = vs.frames or None
     n = 0
@@ -300,6 +310,10 @@ class BackgroundDecoder:
     """Decode ``iter_frames`` in a thread into a bounded queue, so decoding never stalls
     the model. Iterate it like ``iter_frames``; decoder errors re-raise in the consumer.
     Use as a context manager or call ``close()`` to stop the thread early.
+
+    ``prepare``, if given, runs on the decoder thread and its result is what the consumer
+    gets for each frame (e.g. the frame with its model-size copy), keeping per-frame work
+    off the thread that steps the model.
     """
 
     def __init__(
@@ -310,8 +324,11 @@ class BackgroundDecoder:
         end: int | None = None,
         stride: int = 1,
         queue_size: int = 8,
+        threads: int = 0,
+        prepare: Callable[[Frame], Any] | None = None,
     ) -> None:
-        self._frames = iter_frames(path, limits, start, end, stride)
+        self._frames = iter_frames(path, limits, start, end, stride, threads)
+        self._prepare = prepare
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._done = False
@@ -330,7 +347,7 @@ class BackgroundDecoder:
     def _run(self) -> None:
         try:
             for frame in self._frames:
-                if not self._put(frame):
+                if not self._put(frame if self._prepare is None else self._prepare(frame)):
                     return
             self._put(_END)
         except BaseException as e:  # forwarded to the consumer
@@ -343,7 +360,7 @@ class BackgroundDecoder:
     def __iter__(self) -> BackgroundDecoder:
         return self
 
-    def __next__(self) -> Frame:
+    def __next__(self) -> Any:  # a Frame, or what ``prepare`` made of it
         while not self._done:
             try:
                 item = self._queue.get(timeout=0.05)
