@@ -9,6 +9,8 @@ whole pipeline (background decode, resize, step, upsample to the original size, 
 PNG per frame, setup included). Bare and pipeline runs alternate in pairs, their order
 swapped every repeat, and the ratio pipeline / bare engine is the median of the paired
 ratios (drift of a shared machine cancels within a pair); it must stay >= 0.95.
+"I/O alone" is the same pipeline with a backend that replays the bare engine's recorded
+outputs: the CPU the pipeline adds per frame, which the model must share its cores with.
 Weights are random (speed does not depend on them).
 """
 
@@ -27,6 +29,7 @@ from isvos.config import get_config
 from isvos.engine import EagerRunner, Engine
 from isvos.model import build
 from isvos.processing import masks_from_labels, processing_size, resize_frame, resize_labels
+from service.backends.base import SessionHandle, StepOutput
 from service.backends.local import LocalBackend
 from service.media.masks import read_indexed_png
 from service.media.video import iter_frames, probe_video
@@ -69,13 +72,18 @@ def main() -> None:
         for i, image in enumerate(small):
             session.step(i, image, masks if i == 0 else None)
 
-    def pipeline() -> None:
+    def pipeline(through=backend) -> None:
         with tempfile.TemporaryDirectory() as out:
             request = SegmentRequest(
                 video=args.video, masks=args.masks, out_dir=Path(out), short_side=short_side,
                 end=args.frames, decode_threads=1,  # as `isvos segment` on a local CPU model
             )  # fmt: skip
-            segment_video(backend, request)
+            segment_video(through, request)
+
+    session = engine.open_session(psize)
+    replay = _ReplayBackend(
+        [session.step(i, image, masks if i == 0 else None) for i, image in enumerate(small)]
+    )
 
     def frames_per_second(fn) -> float:
         started = time.perf_counter()
@@ -84,7 +92,7 @@ def main() -> None:
 
     timings: dict[str, list[float]] = {
         "decode (1 thread)": [], "decode (FFmpeg threads)": [],
-        "bare engine": [], "segment pipeline": [],
+        "I/O alone": [], "bare engine": [], "segment pipeline": [],
     }  # fmt: skip
     ratios = []
     bare()  # warm-up
@@ -92,6 +100,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         timings["decode (1 thread)"].append(frames_per_second(lambda: decode(1)))
         timings["decode (FFmpeg threads)"].append(frames_per_second(lambda: decode(0)))
+        timings["I/O alone"].append(frames_per_second(lambda: pipeline(replay)))
         pair = {}
         order = ("bare engine", "segment pipeline")
         for name in order if repeat % 2 == 0 else order[::-1]:
@@ -108,6 +117,32 @@ def main() -> None:
         f"  pipeline / bare engine = {statistics.median(ratios):.3f} (median of {args.repeats} "
         f"paired runs; min {min(ratios):.3f}, max {max(ratios):.3f})"
     )
+    io_ms = 1000 / statistics.median(timings["I/O alone"])
+    step_ms = 1000 / statistics.median(timings["bare engine"])
+    print(
+        f"  I/O alone {io_ms:.1f} ms/frame = {100 * io_ms / step_ms:.1f}% of a bare step "
+        f"({step_ms:.1f} ms); if every I/O millisecond stalls a model that holds every core, "
+        f"the ratio is {step_ms / (step_ms + io_ms):.3f}"
+    )
+
+
+class _ReplayBackend:
+    """A backend that returns recorded step outputs: the pipeline's own cost, no model."""
+
+    name = "replay"
+
+    def __init__(self, outputs) -> None:
+        self.outputs = outputs
+
+    def open(self, session_id, processing_size, options=None):
+        return SessionHandle(session_id, "replay", processing_size)
+
+    def step(self, handle, frame_index, image, masks=None):
+        out = self.outputs[frame_index]
+        return StepOutput(out.frame_index, out.object_ids, out.probabilities, out.labels)
+
+    def close(self, handle) -> None:
+        pass
 
 
 if __name__ == "__main__":

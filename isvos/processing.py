@@ -70,8 +70,16 @@ def labels_from_probabilities(probabilities: np.ndarray, object_ids: list[int]) 
         raise ValueError(
             f"{probabilities.shape[0]} probability channels for {len(object_ids)} objects"
         )
+    if len(object_ids) == 1:  # the argmax of two channels (ties go to the background)
+        return _label_where(np.greater(probabilities[1], probabilities[0]), object_ids[0])
     lookup = np.array([0, *object_ids], dtype=np.uint8)
     return lookup[np.argmax(probabilities, axis=0)]
+
+
+def _label_where(inside: np.ndarray, object_id: int) -> np.ndarray:
+    """Boolean mask -> uint8 label map with ``object_id`` inside (no copy for id 1)."""
+    labels = inside.view(np.uint8)
+    return labels if object_id == 1 else labels * np.uint8(object_id)
 
 
 def probabilities_to_labels(
@@ -91,8 +99,7 @@ def probabilities_to_labels(
         return cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
 
     if probs.shape[0] == 2:  # one object: a single plane decides (resize is linear)
-        inside = np.greater(upsample(probs[1] - probs[0]), 0).view(np.uint8)
-        return inside if object_ids[0] == 1 else inside * np.uint8(object_ids[0])
+        return _label_where(upsample(probs[1] - probs[0]) > 0, object_ids[0])
     best = upsample(probs[0])
     winner = np.zeros((height, width), dtype=np.uint8)
     # One channel at a time keeps peak memory at two full-size planes for any object count.

@@ -82,3 +82,13 @@ def test_upsampled_labels_equal_argmax_of_upsampled_probabilities(ids):
     reference = np.argmax(np.stack([cv2.resize(p, (107, 61)) for p in probs]), 0)
     lookup = np.array([0, *ids], np.uint8)
     assert np.array_equal(probabilities_to_labels(probs, ids, (61, 107)), lookup[reference])
+
+
+@pytest.mark.parametrize("ids", [[1], [7], [2, 5]])
+def test_labels_from_probabilities_is_the_argmax_with_ties_to_the_background(ids):
+    probs = np.random.default_rng(len(ids)).random((len(ids) + 1, 9, 11)).astype(np.float32)
+    probs[:, 0, :] = 0.5  # a row of ties
+    lookup = np.array([0, *ids], np.uint8)
+    expected = lookup[np.argmax(probs, axis=0)]
+    assert np.array_equal(labels_from_probabilities(probs, ids), expected)
+    assert not labels_from_probabilities(probs, ids)[0].any()
