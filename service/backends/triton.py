@@ -23,6 +23,7 @@ import io
 import json
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
@@ -193,10 +194,195 @@ def _step_output(out: dict, frame_index: int) -> StepOutput:
     )
 
 
+# ---------------------------------------------------------------------- shared core
+
+
+@dataclass
+class _Start:
+    """A request that starts a session on the server (open or prime)."""
+
+    kind: str
+    fields: dict
+    counter: str  # counted once the server accepted it
+    prime_bytes: int = 0
+
+
+class _RetryClock:
+    """Backoff for ``unavailable`` answers: 50 ms doubling to 1 s, within ``budget_s``."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.deadline = time.monotonic() + budget_s
+        self.delay = 0.05
+
+    def next_delay(self, error: BackendError) -> float:
+        """Seconds to wait before retrying, or raise ``error`` when it is not retryable."""
+        if error.code != C.UNAVAILABLE or time.monotonic() + self.delay > self.deadline:
+            raise error
+        delay, self.delay = self.delay, min(self.delay * 2, 1.0)
+        return delay
+
+
+class _TritonClientCore:
+    """What the sync and asyncio clients share, without I/O: sessions, the fields of every
+    request, what a response changes in a session, and the recovery plan."""
+
+    def __init__(
+        self,
+        url: str,
+        model_name: str,
+        timeout_s: float | None,
+        keep_records: bool,
+        recover: bool,
+        retry_unavailable_s: float,
+    ) -> None:
+        self.url = url
+        self.model_name = model_name
+        self.timeout_s = timeout_s
+        self.keep_records = keep_records
+        self.recover = recover and keep_records
+        self.retry_unavailable_s = retry_unavailable_s
+        self.sessions: dict[str, _SessionState] = {}
+        self.counters: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self.counters[name] += amount
+
+    def _state(self, handle: SessionHandle) -> _SessionState:
+        try:
+            return self.sessions[handle.session_id]
+        except KeyError:
+            raise BackendError("not_found", f"session {handle.session_id} is not open") from None
+
+    def _new_session(
+        self, session_id: str, processing_size: tuple[int, int], options: dict | None
+    ) -> tuple[SessionHandle, _SessionState]:
+        if session_id in self.sessions:
+            raise BackendError("already_exists", f"session {session_id} is already open")
+        size = (int(processing_size[0]), int(processing_size[1]))
+        return SessionHandle(session_id, self.url, size, epoch=0), _SessionState(
+            size, dict(options or {})
+        )
+
+    def _register(self, session_id: str, state: _SessionState) -> None:
+        with self._lock:
+            self.sessions[session_id] = state
+
+    def _forget(self, session_id: str) -> None:
+        with self._lock:
+            self.sessions.pop(session_id, None)
+
+    def _open_options(self, state: _SessionState) -> str:
+        options = dict(state.options)
+        if self.keep_records:
+            options[C.ATTACH_RECORD] = "skeleton"
+        return json.dumps(options)
+
+    def _open_request(self, state: _SessionState) -> _Start:
+        fields = {
+            C.PROCESSING_SIZE: np.asarray(state.processing_size, np.int32),
+            C.OPTIONS: self._open_options(state),
+        }
+        return _Start(C.OPEN, fields, "reopens")
+
+    def _prime_request(
+        self, state: _SessionState, record: bytes, frame_index: int | None
+    ) -> _Start:
+        fields = {C.RECORD: record, C.OPTIONS: self._open_options(state)}
+        if frame_index is not None:
+            fields[C.FRAME_INDEX] = np.asarray([frame_index], np.int64)
+        return _Start(C.PRIME, fields, "primes", prime_bytes=len(record))
+
+    def _primed_state(
+        self, record: bytes, options: dict | None
+    ) -> tuple[tuple[int, int], _SessionState]:
+        try:
+            header, frames = split_record(record)
+        except (ValueError, KeyError, OSError) as exc:
+            raise BackendError(C.INVALID_ARGUMENT, f"not a session record: {exc}") from exc
+        size = (int(header["processing_size"][0]), int(header["processing_size"][1]))
+        state = _SessionState(size, dict(options or header.get("options", {})))
+        state.frames = dict(frames)
+        state.next_index = int(header["next_frame_index"])
+        state.skeleton = _skeleton_of(record)
+        return size, state
+
+    def _recovery(self, handle: SessionHandle, state: _SessionState, resume: int) -> _Start:
+        """Move ``handle`` to the next epoch and plan its start there, expecting frame
+        ``resume``: a fresh open when nothing was memorised yet (exact), else a prime from
+        the latest record."""
+        handle.epoch += 1
+        if state.skeleton is None:
+            return self._open_request(state)
+        record = assemble_record(state.skeleton, state.frames)
+        next_index = int(record_header(state.skeleton)["next_frame_index"])
+        return self._prime_request(state, record, max(resume, next_index))
+
+    def _count_start(self, start: _Start) -> None:
+        self._count(start.counter)
+        if start.prime_bytes:
+            self._count("prime_bytes", start.prime_bytes)
+
+    @staticmethod
+    def _step_fields(frame_index: int, image: np.ndarray, masks) -> dict:
+        fields = {C.FRAME_INDEX: np.asarray([frame_index], np.int64), C.IMAGE: image}
+        if masks:
+            labels, ids = masks_to_wire(masks, tuple(image.shape[:2]))
+            fields[C.MASKS] = labels
+            fields[C.OBJECT_IDS] = ids
+        return fields
+
+    def _after_step(
+        self, state: _SessionState, out: dict, frame_index: int, image: np.ndarray
+    ) -> StepOutput:
+        output = _step_output(out, frame_index)
+        info = out["info"]
+        if info.get("memorised") and self.keep_records:  # replays too: a lost answer
+            state.frames[output.frame_index] = (np.array(image, np.uint8), output.labels)
+        self._after_change(state, out)
+        if not info.get("replayed"):
+            state.next_index = output.frame_index + 1
+        return output
+
+    @staticmethod
+    def _after_change(state: _SessionState, out: dict) -> None:
+        if out["record"] is not None:
+            _keep_skeleton(state, out["record"])
+
+    @staticmethod
+    def _record_of(out: dict) -> bytes:
+        if out["record"] is None:
+            raise BackendError(C.INTERNAL, "the server sent no record")
+        return out["record"]
+
+    @staticmethod
+    def _ignore_gone(exc: BackendError) -> None:
+        """Closing a session the server no longer has (or cannot reach) is not an error."""
+        if exc.code not in (C.UNKNOWN_SESSION, C.UNAVAILABLE):
+            raise exc
+
+
+def _skeleton_of(record: bytes) -> bytes:
+    """A record's skeleton: its header and empty slot arrays."""
+    header, _ = split_record(record)
+    empty = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8)}
+    for i in range(len(header["slots"])):
+        empty[f"image_{i}"] = np.zeros((0,), np.uint8)
+        empty[f"labels_{i}"] = np.zeros((0,), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **empty)
+    return buffer.getvalue()
+
+
+def _stats_id() -> str:
+    return f"stats:{uuid.uuid4().hex}"
+
+
 # ---------------------------------------------------------------------- sync backend
 
 
-class TritonBackend:
+class TritonBackend(_TritonClientCore):
     """Backend over ``tritonclient.grpc`` (thread-safe: sessions may run on many threads)."""
 
     name = "triton"
@@ -211,31 +397,17 @@ class TritonBackend:
         recover: bool = True,
         retry_unavailable_s: float = 30.0,
     ) -> None:
-        self.url = url
-        self.model_name = model_name
-        self.timeout_s = timeout_s
-        self.keep_records = keep_records
-        self.recover = recover and keep_records
-        self.retry_unavailable_s = retry_unavailable_s
+        super().__init__(url, model_name, timeout_s, keep_records, recover, retry_unavailable_s)
         self.client = grpcclient.InferenceServerClient(url)
-        self.sessions: dict[str, _SessionState] = {}
-        self.counters: Counter = Counter()
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ Backend protocol
 
     def open(
         self, session_id: str, processing_size: tuple[int, int], options: dict | None = None
     ) -> SessionHandle:
-        if session_id in self.sessions:
-            raise BackendError("already_exists", f"session {session_id} is already open")
-        size = (int(processing_size[0]), int(processing_size[1]))
-        options = dict(options or {})
-        handle = SessionHandle(session_id, self.url, size, epoch=0)
-        state = _SessionState(size, options)
-        self._open_on_server(handle, state)
-        with self._lock:
-            self.sessions[session_id] = state
+        handle, state = self._new_session(session_id, processing_size, options)
+        self._start(handle, self._open_request(state))
+        self._register(session_id, state)
         return handle
 
     def step(
@@ -246,48 +418,31 @@ class TritonBackend:
         masks: dict[int, np.ndarray] | None = None,
     ) -> StepOutput:
         state = self._state(handle)
-        fields = {C.FRAME_INDEX: np.asarray([frame_index], np.int64), C.IMAGE: image}
-        if masks:
-            labels, ids = masks_to_wire(masks, tuple(image.shape[:2]))
-            fields[C.MASKS] = labels
-            fields[C.OBJECT_IDS] = ids
+        fields = self._step_fields(frame_index, image, masks)
         with state.lock:
             out = self._call(handle, state, C.STEP, fields, resume=frame_index)
-            output = _step_output(out, frame_index)
-            info = out["info"]
-            if info.get("memorised") and self.keep_records:  # replays too: a lost answer
-                state.frames[output.frame_index] = (np.array(image, np.uint8), output.labels)
-            if out["record"] is not None:
-                _keep_skeleton(state, out["record"])
-            if not info.get("replayed"):
-                state.next_index = output.frame_index + 1
-        return output
+            return self._after_step(state, out, frame_index, image)
 
     def remove_objects(self, handle: SessionHandle, object_ids: list[int]) -> None:
         state = self._state(handle)
         with state.lock:
             ids = np.asarray([int(i) for i in object_ids], np.int32)
             out = self._call(handle, state, C.REMOVE, {C.OBJECT_IDS: ids}, resume=state.next_index)
-            if out["record"] is not None:
-                _keep_skeleton(state, out["record"])
+            self._after_change(state, out)
 
     def record(self, handle: SessionHandle) -> bytes:
         """The session's full record, from the server."""
         state = self._state(handle)
         with state.lock:
             out = self._call(handle, state, C.RECORD_KIND, {}, resume=state.next_index)
-        if out["record"] is None:
-            raise BackendError(C.INTERNAL, "the server sent no record")
-        return out["record"]
+        return self._record_of(out)
 
     def close(self, handle: SessionHandle) -> None:
-        with self._lock:
-            self.sessions.pop(handle.session_id, None)
+        self._forget(handle.session_id)
         try:
             self._infer(C.CLOSE, {}, C.correlation_id(handle.session_id, handle.epoch), end=True)
         except BackendError as exc:
-            if exc.code not in (C.UNKNOWN_SESSION, C.UNAVAILABLE):
-                raise
+            self._ignore_gone(exc)
 
     # ------------------------------------------------------------------ extras
 
@@ -301,21 +456,12 @@ class TritonBackend:
         options: dict | None = None,
     ) -> SessionHandle:
         """A session restored on the server from ``record`` (e.g. persisted by a worker)."""
-        try:
-            header, frames = split_record(record)
-        except (ValueError, KeyError, OSError) as exc:
-            raise BackendError(C.INVALID_ARGUMENT, f"not a session record: {exc}") from exc
-        size = tuple(int(v) for v in header["processing_size"])
-        state = _SessionState(size, dict(options or header.get("options", {})))
-        state.frames = dict(frames)
-        state.next_index = int(header["next_frame_index"])
+        size, state = self._primed_state(record, options)
         handle = SessionHandle(session_id, self.url, size, epoch=epoch)
-        state.skeleton = self._skeleton_of(record)
-        self._prime_on_server(handle, state, record, frame_index)
+        self._start(handle, self._prime_request(state, record, frame_index))
         if frame_index is not None:
             state.next_index = frame_index
-        with self._lock:
-            self.sessions[session_id] = state
+        self._register(session_id, state)
         return handle
 
     def cached_record(self, handle: SessionHandle) -> bytes | None:
@@ -328,10 +474,7 @@ class TritonBackend:
 
     def stats(self) -> dict:
         """The serving instance's statistics (sessions, bytes, evictions, batch sizes)."""
-        import uuid
-
-        out = self._infer(C.STATS, {}, f"stats:{uuid.uuid4().hex}", start=True, end=True)
-        return out["info"]
+        return self._infer(C.STATS, {}, _stats_id(), start=True, end=True)["info"]
 
     def ready(self) -> bool:
         try:
@@ -342,47 +485,14 @@ class TritonBackend:
     def shutdown(self) -> None:
         self.client.close()
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ transport
 
-    def _state(self, handle: SessionHandle) -> _SessionState:
-        try:
-            return self.sessions[handle.session_id]
-        except KeyError:
-            raise BackendError("not_found", f"session {handle.session_id} is not open") from None
-
-    def _open_options(self, state: _SessionState) -> str:
-        options = dict(state.options)
-        if self.keep_records:
-            options[C.ATTACH_RECORD] = "skeleton"
-        return json.dumps(options)
-
-    def _open_on_server(self, handle: SessionHandle, state: _SessionState) -> None:
+    def _start(self, handle: SessionHandle, start: _Start) -> None:
         corr = C.correlation_id(handle.session_id, handle.epoch)
-        fields = {
-            C.PROCESSING_SIZE: np.asarray(state.processing_size, np.int32),
-            C.OPTIONS: self._open_options(state),
-        }
         try:
-            self._infer(C.OPEN, fields, corr, start=True)
+            self._infer(start.kind, start.fields, corr, start=True)
         except BackendError:
             self._end_quietly(corr)  # free Triton's sequence slot at once
-            raise
-
-    def _prime_on_server(
-        self,
-        handle: SessionHandle,
-        state: _SessionState,
-        record: bytes,
-        frame_index: int | None,
-    ) -> None:
-        corr = C.correlation_id(handle.session_id, handle.epoch)
-        fields = {C.RECORD: record, C.OPTIONS: self._open_options(state)}
-        if frame_index is not None:
-            fields[C.FRAME_INDEX] = np.asarray([frame_index], np.int64)
-        try:
-            self._infer(C.PRIME, fields, corr, start=True)
-        except BackendError:
-            self._end_quietly(corr)
             raise
 
     def _end_quietly(self, corr: str) -> None:
@@ -390,17 +500,6 @@ class TritonBackend:
             self._infer(C.CLOSE, {}, corr, end=True, retry=False)
         except BackendError:
             pass
-
-    @staticmethod
-    def _skeleton_of(record: bytes) -> bytes:
-        header, _ = split_record(record)
-        empty = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8)}
-        for i in range(len(header["slots"])):
-            empty[f"image_{i}"] = np.zeros((0,), np.uint8)
-            empty[f"labels_{i}"] = np.zeros((0,), np.uint8)
-        buffer = io.BytesIO()
-        np.savez(buffer, **empty)
-        return buffer.getvalue()
 
     def _call(
         self, handle: SessionHandle, state: _SessionState, kind: str, fields: dict, resume: int
@@ -411,26 +510,12 @@ class TritonBackend:
         except BackendError as exc:
             if exc.code != C.UNKNOWN_SESSION or not self.recover:
                 raise
-        self._recover(handle, state, resume)
-        with self._lock:
-            self.counters["resent"] += 1
+        self._end_quietly(corr)
+        start = self._recovery(handle, state, resume)
+        self._start(handle, start)
+        self._count_start(start)
+        self._count("resent")
         return self._infer(kind, fields, C.correlation_id(handle.session_id, handle.epoch))
-
-    def _recover(self, handle: SessionHandle, state: _SessionState, resume: int) -> None:
-        """A new session (next epoch) from the latest record, expecting frame ``resume``."""
-        self._end_quietly(C.correlation_id(handle.session_id, handle.epoch))
-        handle.epoch += 1
-        if state.skeleton is None:  # nothing memorised yet: a fresh open is exact
-            self._open_on_server(handle, state)
-            with self._lock:
-                self.counters["reopens"] += 1
-            return
-        record = assemble_record(state.skeleton, state.frames)
-        next_index = int(record_header(state.skeleton)["next_frame_index"])
-        self._prime_on_server(handle, state, record, max(resume, next_index))
-        with self._lock:
-            self.counters["primes"] += 1
-            self.counters["prime_bytes"] += len(record)
 
     def _infer(
         self,
@@ -443,12 +528,10 @@ class TritonBackend:
         retry: bool = True,
     ) -> dict:
         inputs = _build(kind, **fields)
-        deadline = time.monotonic() + (self.retry_unavailable_s if retry else 0.0)
-        delay = 0.05
+        clock = _RetryClock(self.retry_unavailable_s if retry else 0.0)
         while True:
-            with self._lock:
-                self.counters["requests"] += 1
-                self.counters[f"requests_{kind}"] += 1
+            self._count("requests")
+            self._count(f"requests_{kind}")
             try:
                 result = self.client.infer(
                     self.model_name, inputs, sequence_id=corr, sequence_start=start,
@@ -457,10 +540,7 @@ class TritonBackend:
                 return _decode(result)
             except InferenceServerException as exc:
                 error = _error(exc)
-            if error.code != C.UNAVAILABLE or time.monotonic() + delay > deadline:
-                raise error
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            time.sleep(clock.next_delay(error))
 
 
 # ---------------------------------------------------------------------- async backend
@@ -492,13 +572,13 @@ class _Stream:
         self._responses.cancel()
 
 
-class AsyncTritonBackend:
+class AsyncTritonBackend(_TritonClientCore):
     """The same contract over ``tritonclient.grpc.aio``, with a pipelined frame stream.
 
-    ``open``/``step``/``remove_objects``/``record``/``close`` mirror ``TritonBackend`` (with
-    the same recovery). ``stream`` sends frames over one gRPC stream without waiting for
-    each result, up to ``window`` frames ahead, so the next frame travels while the server
-    computes the previous one.
+    ``open``/``step``/``remove_objects``/``record``/``close``/``prime`` mirror
+    ``TritonBackend`` (with the same recovery). ``stream`` sends frames over one gRPC stream
+    without waiting for each result, up to ``window`` frames ahead, so the next frame
+    travels while the server computes the previous one. Use it from one event loop.
     """
 
     name = "triton-aio"
@@ -510,16 +590,11 @@ class AsyncTritonBackend:
         model_name: str = C.MODEL_NAME,
         timeout_s: float | None = 120.0,
         keep_records: bool = True,
+        recover: bool = True,
         retry_unavailable_s: float = 30.0,
     ) -> None:
-        self.url = url
-        self.model_name = model_name
-        self.timeout_s = timeout_s
-        self.keep_records = keep_records
-        self.retry_unavailable_s = retry_unavailable_s
+        super().__init__(url, model_name, timeout_s, keep_records, recover, retry_unavailable_s)
         self.client = aiogrpcclient.InferenceServerClient(url)
-        self.sessions: dict[str, _SessionState] = {}
-        self.counters: Counter = Counter()
 
     async def close_client(self) -> None:
         await self.client.close()
@@ -535,11 +610,9 @@ class AsyncTritonBackend:
     async def open(
         self, session_id: str, processing_size: tuple[int, int], options: dict | None = None
     ) -> SessionHandle:
-        size = (int(processing_size[0]), int(processing_size[1]))
-        handle = SessionHandle(session_id, self.url, size, epoch=0)
-        state = _SessionState(size, dict(options or {}))
-        await self._open_on_server(handle, state)
-        self.sessions[session_id] = state
+        handle, state = self._new_session(session_id, processing_size, options)
+        await self._start(handle, self._open_request(state))
+        self._register(session_id, state)
         return handle
 
     async def step(
@@ -558,28 +631,40 @@ class AsyncTritonBackend:
         state = self._state(handle)
         ids = np.asarray([int(i) for i in object_ids], np.int32)
         out = await self._call(handle, state, C.REMOVE, {C.OBJECT_IDS: ids}, state.next_index)
-        if out["record"] is not None:
-            _keep_skeleton(state, out["record"])
+        self._after_change(state, out)
 
     async def record(self, handle: SessionHandle) -> bytes:
         state = self._state(handle)
-        out = await self._call(handle, state, C.RECORD_KIND, {}, state.next_index)
-        return out["record"]
+        return self._record_of(await self._call(handle, state, C.RECORD_KIND, {}, state.next_index))
 
     async def close(self, handle: SessionHandle) -> None:
-        self.sessions.pop(handle.session_id, None)
+        self._forget(handle.session_id)
         try:
             await self._infer(C.CLOSE, {}, C.correlation_id(handle.session_id, handle.epoch),
                               end=True)  # fmt: skip
         except BackendError as exc:
-            if exc.code not in (C.UNKNOWN_SESSION, C.UNAVAILABLE):
-                raise
+            self._ignore_gone(exc)
+
+    async def prime(
+        self,
+        session_id: str,
+        record: bytes,
+        *,
+        epoch: int = 0,
+        frame_index: int | None = None,
+        options: dict | None = None,
+    ) -> SessionHandle:
+        """A session restored on the server from ``record``."""
+        size, state = self._primed_state(record, options)
+        handle = SessionHandle(session_id, self.url, size, epoch=epoch)
+        await self._start(handle, self._prime_request(state, record, frame_index))
+        if frame_index is not None:
+            state.next_index = frame_index
+        self._register(session_id, state)
+        return handle
 
     async def stats(self) -> dict:
-        import uuid
-
-        out = await self._infer(C.STATS, {}, f"stats:{uuid.uuid4().hex}", start=True, end=True)
-        return out["info"]
+        return (await self._infer(C.STATS, {}, _stats_id(), start=True, end=True))["info"]
 
     # ------------------------------------------------------------------ streaming
 
@@ -612,7 +697,7 @@ class AsyncTritonBackend:
                         "inputs": _build(C.STEP, **self._step_fields(*frame)),
                         "sequence_id": C.correlation_id(handle.session_id, handle.epoch),
                     })  # fmt: skip
-                    self.counters["requests"] += 1
+                    self._count("requests")
                 if not inflight:
                     break
                 frame_index, image, masks = inflight.popleft()
@@ -627,7 +712,7 @@ class AsyncTritonBackend:
                     yield self._after_step(state, _decode(result), frame_index, image)
                     continue
                 draining = True
-                self.counters["stream_fallbacks"] += 1
+                self._count("stream_fallbacks")
                 yield await self.step(handle, frame_index, image, masks)
                 if not inflight:
                     draining = False
@@ -635,40 +720,12 @@ class AsyncTritonBackend:
             if stream is not None:
                 stream.close()
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ transport
 
-    _state = TritonBackend._state
-    _open_options = TritonBackend._open_options
-
-    def _step_fields(self, frame_index: int, image: np.ndarray, masks) -> dict:
-        fields = {C.FRAME_INDEX: np.asarray([frame_index], np.int64), C.IMAGE: image}
-        if masks:
-            labels, ids = masks_to_wire(masks, tuple(image.shape[:2]))
-            fields[C.MASKS] = labels
-            fields[C.OBJECT_IDS] = ids
-        return fields
-
-    def _after_step(
-        self, state: _SessionState, out: dict, frame_index: int, image: np.ndarray
-    ) -> StepOutput:
-        output = _step_output(out, frame_index)
-        info = out["info"]
-        if info.get("memorised") and self.keep_records:  # replays too: a lost answer
-            state.frames[output.frame_index] = (np.array(image, np.uint8), output.labels)
-        if out["record"] is not None:
-            _keep_skeleton(state, out["record"])
-        if not info.get("replayed"):
-            state.next_index = output.frame_index + 1
-        return output
-
-    async def _open_on_server(self, handle: SessionHandle, state: _SessionState) -> None:
+    async def _start(self, handle: SessionHandle, start: _Start) -> None:
         corr = C.correlation_id(handle.session_id, handle.epoch)
-        fields = {
-            C.PROCESSING_SIZE: np.asarray(state.processing_size, np.int32),
-            C.OPTIONS: self._open_options(state),
-        }
         try:
-            await self._infer(C.OPEN, fields, corr, start=True)
+            await self._infer(start.kind, start.fields, corr, start=True)
         except BackendError:
             await self._end_quietly(corr)
             raise
@@ -686,30 +743,14 @@ class AsyncTritonBackend:
         try:
             return await self._infer(kind, fields, corr)
         except BackendError as exc:
-            if exc.code != C.UNKNOWN_SESSION or not self.keep_records:
+            if exc.code != C.UNKNOWN_SESSION or not self.recover:
                 raise
         await self._end_quietly(corr)
-        handle.epoch += 1
-        new = C.correlation_id(handle.session_id, handle.epoch)
-        if state.skeleton is None:
-            await self._open_on_server(handle, state)
-            self.counters["reopens"] += 1
-        else:
-            record = assemble_record(state.skeleton, state.frames)
-            next_index = int(record_header(state.skeleton)["next_frame_index"])
-            prime = {
-                C.RECORD: record,
-                C.OPTIONS: self._open_options(state),
-                C.FRAME_INDEX: np.asarray([max(resume, next_index)], np.int64),
-            }
-            try:
-                await self._infer(C.PRIME, prime, new, start=True)
-            except BackendError:
-                await self._end_quietly(new)
-                raise
-            self.counters["primes"] += 1
-        self.counters["resent"] += 1
-        return await self._infer(kind, fields, new)
+        start = self._recovery(handle, state, resume)
+        await self._start(handle, start)
+        self._count_start(start)
+        self._count("resent")
+        return await self._infer(kind, fields, C.correlation_id(handle.session_id, handle.epoch))
 
     async def _infer(
         self,
@@ -722,10 +763,10 @@ class AsyncTritonBackend:
         retry: bool = True,
     ) -> dict:
         inputs = _build(kind, **fields)
-        deadline = time.monotonic() + (self.retry_unavailable_s if retry else 0.0)
-        delay = 0.05
+        clock = _RetryClock(self.retry_unavailable_s if retry else 0.0)
         while True:
-            self.counters["requests"] += 1
+            self._count("requests")
+            self._count(f"requests_{kind}")
             try:
                 result = await self.client.infer(
                     self.model_name, inputs, sequence_id=corr, sequence_start=start,
@@ -734,7 +775,4 @@ class AsyncTritonBackend:
                 return _decode(result)
             except InferenceServerException as exc:
                 error = _error(exc)
-            if error.code != C.UNAVAILABLE or time.monotonic() + delay > deadline:
-                raise error
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(clock.next_delay(error))

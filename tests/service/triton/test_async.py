@@ -50,3 +50,32 @@ def test_stream_matches_sync_and_recovers(triton_server, triton_backend, local_b
     assert_same_outputs(outputs, reference)
     assert_same_outputs([unary], [reference[-1]])
     assert stats["re_primes"] >= 1
+
+
+def test_async_prime_and_record_continue_identically(triton_server, triton_backend, clip):
+    from service.backends.base import BackendError
+    from service.backends.triton import AsyncTritonBackend
+
+    frames, labels = clip[0][:16], clip[1][:16]
+    handle, full = run_clip(triton_backend, "aio-prime-src", frames, labels)
+    triton_backend.close(handle)
+
+    async def scenario():
+        async with AsyncTritonBackend(triton_server.url, retry_unavailable_s=5) as backend:
+            handle = await backend.open("aio-prime-a", frames.shape[1:3])
+            with pytest.raises(BackendError, match="already open"):
+                await backend.open("aio-prime-a", frames.shape[1:3])
+            first = [o async for o in backend.stream(handle, _frames(frames, labels, range(9)))]
+            record = await backend.record(handle)
+            await backend.close(handle)
+            primed = await backend.prime("aio-prime-b", record, epoch=2)
+            assert primed.epoch == 2 and primed.processing_size == tuple(frames.shape[1:3])
+            rest = [await backend.step(primed, i, frames[i]) for i in range(9, 16)]
+            await backend.close(primed)
+            with pytest.raises(BackendError) as refused:
+                await backend.prime("aio-prime-c", b"not a record")
+            return first + rest, refused.value.code
+
+    outputs, code = asyncio.run(scenario())
+    assert_same_outputs(outputs, full)
+    assert code == C.INVALID_ARGUMENT
