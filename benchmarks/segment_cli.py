@@ -1,6 +1,7 @@
 """Throughput of the `isvos segment` pipeline against the bare engine, in one run.
 
     python benchmarks/segment_cli.py [--video PATH --masks PNG] [--config lite] [--size 240]
+                                     [--threads 2] [--device cpu|cuda]
 
 Figures, each the median of ``--repeats`` runs on the same frames: decode alone (PyAV,
 RGB arrays; single-threaded as ``isvos segment`` decodes beside a CPU model, and with
@@ -51,13 +52,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=None, help="default: the whole video")
     parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     short_side = args.size or get_config(args.config).default_short_side
     info = probe_video(args.video)
     first = read_indexed_png(args.masks)
     psize = processing_size(info.height, info.width, short_side)
-    engine = Engine(EagerRunner(build(args.config)))
+    engine = Engine(EagerRunner(build(args.config, device=args.device)))
+    decode_threads = 1 if args.device == "cpu" else 0  # as `isvos segment` chooses
     backend = LocalBackend(engine)
 
     def decode(threads: int) -> list[np.ndarray]:
@@ -76,7 +79,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             request = SegmentRequest(
                 video=args.video, masks=args.masks, out_dir=Path(out), short_side=short_side,
-                end=args.frames, decode_threads=1,  # as `isvos segment` on a local CPU model
+                end=args.frames, decode_threads=decode_threads,
             )  # fmt: skip
             segment_video(through, request)
 
@@ -109,7 +112,8 @@ def main() -> None:
         ratios.append(pair["segment pipeline"] / pair["bare engine"])
     print(
         f"video {args.video.name} {info.width}x{info.height}, {len(frames)} frames, "
-        f"config {args.config}, processing {psize[1]}x{psize[0]}, threads {args.threads}"
+        f"config {args.config}, processing {psize[1]}x{psize[0]}, threads {args.threads}, "
+        f"device {args.device}"
     )
     for name, values in timings.items():
         print(f"  {name:<24} {statistics.median(values):8.1f} frames/s (median of {args.repeats})")
