@@ -294,9 +294,16 @@ class _TritonClientCore:
             fields[C.FRAME_INDEX] = np.asarray([frame_index], np.int64)
         return _Start(C.PRIME, fields, "primes", prime_bytes=len(record))
 
-    def _primed_state(
-        self, record: bytes, options: dict | None
-    ) -> tuple[tuple[int, int], _SessionState]:
+    def _primed_session(
+        self,
+        session_id: str,
+        record: bytes,
+        epoch: int,
+        frame_index: int | None,
+        options: dict | None,
+    ) -> tuple[SessionHandle, _SessionState, _Start]:
+        """The handle, client state and prime request of a session restored from ``record``;
+        the state's next frame is ``frame_index`` when given, else the record's."""
         try:
             header, frames = split_record(record)
         except (ValueError, KeyError, OSError) as exc:
@@ -304,9 +311,10 @@ class _TritonClientCore:
         size = (int(header["processing_size"][0]), int(header["processing_size"][1]))
         state = _SessionState(size, dict(options or header.get("options", {})))
         state.frames = dict(frames)
-        state.next_index = int(header["next_frame_index"])
+        state.next_index = int(header["next_frame_index"] if frame_index is None else frame_index)
         state.skeleton = _skeleton_of(record)
-        return size, state
+        handle = SessionHandle(session_id, self.url, size, epoch=epoch)
+        return handle, state, self._prime_request(state, record, frame_index)
 
     def _recovery(self, handle: SessionHandle, state: _SessionState, resume: int) -> _Start:
         """Move ``handle`` to the next epoch and plan its start there, expecting frame
@@ -456,11 +464,8 @@ class TritonBackend(_TritonClientCore):
         options: dict | None = None,
     ) -> SessionHandle:
         """A session restored on the server from ``record`` (e.g. persisted by a worker)."""
-        size, state = self._primed_state(record, options)
-        handle = SessionHandle(session_id, self.url, size, epoch=epoch)
-        self._start(handle, self._prime_request(state, record, frame_index))
-        if frame_index is not None:
-            state.next_index = frame_index
+        handle, state, start = self._primed_session(session_id, record, epoch, frame_index, options)
+        self._start(handle, start)
         self._register(session_id, state)
         return handle
 
@@ -655,11 +660,8 @@ class AsyncTritonBackend(_TritonClientCore):
         options: dict | None = None,
     ) -> SessionHandle:
         """A session restored on the server from ``record``."""
-        size, state = self._primed_state(record, options)
-        handle = SessionHandle(session_id, self.url, size, epoch=epoch)
-        await self._start(handle, self._prime_request(state, record, frame_index))
-        if frame_index is not None:
-            state.next_index = frame_index
+        handle, state, start = self._primed_session(session_id, record, epoch, frame_index, options)
+        await self._start(handle, start)
         self._register(session_id, state)
         return handle
 
