@@ -2,25 +2,45 @@
 
 Frames and masks cross it at processing size (``isvos.processing`` does the resizing on the
 caller's side), so messages stay small and the caller needs no torch. Implementations:
-``local`` (the engine in-process) and, later, ``triton`` (the engine inside Triton's python
+``local`` (the engine in-process) and ``triton`` (the engine inside Triton's python
 backend, sessions keyed by correlation id). A handle names the endpoint its session lives
 on, so several inference servers can be used.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 
 class BackendError(RuntimeError):
-    """A refused or failed backend call, with a stable ``code`` (see docs/backends.md)."""
+    """A refused or failed backend call, with a stable ``code`` (the engine's codes in
+    ``isvos.engine.errors``, the Triton contract's in ``service.triton_contract``, and
+    ``already_exists`` / ``not_found`` for session ids)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+_S = TypeVar("_S")
+
+
+def open_session_of(sessions: Mapping[str, _S], handle: SessionHandle) -> _S:
+    """The open session behind ``handle``, or ``not_found``."""
+    try:
+        return sessions[handle.session_id]
+    except KeyError:
+        raise BackendError("not_found", f"session {handle.session_id} is not open") from None
+
+
+def refuse_open_id(sessions: Mapping[str, object], session_id: str) -> None:
+    """``already_exists`` when ``session_id`` names an open session."""
+    if session_id in sessions:
+        raise BackendError("already_exists", f"session {session_id} is already open")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from isvos.config import MemoryOptions, ProcessingOptions
 from isvos.engine import EagerRunner, Engine, EngineError, Session
 from isvos.processing import MIN_PROCESSING_SIDE
 
-from .base import BackendError, SessionHandle, StepOutput
+from .base import BackendError, SessionHandle, StepOutput, open_session_of, refuse_open_id
 
 
 class LocalBackend:
@@ -30,8 +30,7 @@ class LocalBackend:
     def open(
         self, session_id: str, processing_size: tuple[int, int], options: dict | None = None
     ) -> SessionHandle:
-        if session_id in self.sessions:
-            raise BackendError("already_exists", f"session {session_id} is already open")
+        refuse_open_id(self.sessions, session_id)
         limit = ProcessingOptions().max_long_side
         if max(processing_size) > limit or min(processing_size) < MIN_PROCESSING_SIDE:
             raise BackendError(
@@ -47,10 +46,7 @@ class LocalBackend:
         return SessionHandle(session_id, "local", tuple(processing_size))
 
     def _session(self, handle: SessionHandle) -> Session:
-        try:
-            return self.sessions[handle.session_id]
-        except KeyError:
-            raise BackendError("not_found", f"session {handle.session_id} is not open") from None
+        return open_session_of(self.sessions, handle)
 
     def step(
         self,

@@ -34,7 +34,7 @@ from tritonclient.utils import InferenceServerException
 
 from service import triton_contract as C
 
-from .base import BackendError, SessionHandle, StepOutput
+from .base import BackendError, SessionHandle, StepOutput, open_session_of, refuse_open_id
 
 _NP_TO_TRITON = {
     np.dtype(np.uint8): "UINT8",
@@ -201,10 +201,8 @@ def _step_output(out: dict, frame_index: int) -> StepOutput:
 class _Start:
     """A request that starts a session on the server (open or prime)."""
 
-    kind: str
+    kind: str  # C.OPEN or C.PRIME
     fields: dict
-    counter: str  # counted once the server accepted it
-    prime_bytes: int = 0
 
 
 class _RetryClock:
@@ -250,16 +248,12 @@ class _TritonClientCore:
             self.counters[name] += amount
 
     def _state(self, handle: SessionHandle) -> _SessionState:
-        try:
-            return self.sessions[handle.session_id]
-        except KeyError:
-            raise BackendError("not_found", f"session {handle.session_id} is not open") from None
+        return open_session_of(self.sessions, handle)
 
     def _new_session(
         self, session_id: str, processing_size: tuple[int, int], options: dict | None
     ) -> tuple[SessionHandle, _SessionState]:
-        if session_id in self.sessions:
-            raise BackendError("already_exists", f"session {session_id} is already open")
+        refuse_open_id(self.sessions, session_id)
         size = (int(processing_size[0]), int(processing_size[1]))
         return SessionHandle(session_id, self.url, size, epoch=0), _SessionState(
             size, dict(options or {})
@@ -284,7 +278,7 @@ class _TritonClientCore:
             C.PROCESSING_SIZE: np.asarray(state.processing_size, np.int32),
             C.OPTIONS: self._open_options(state),
         }
-        return _Start(C.OPEN, fields, "reopens")
+        return _Start(C.OPEN, fields)
 
     def _prime_request(
         self, state: _SessionState, record: bytes, frame_index: int | None
@@ -292,7 +286,7 @@ class _TritonClientCore:
         fields = {C.RECORD: record, C.OPTIONS: self._open_options(state)}
         if frame_index is not None:
             fields[C.FRAME_INDEX] = np.asarray([frame_index], np.int64)
-        return _Start(C.PRIME, fields, "primes", prime_bytes=len(record))
+        return _Start(C.PRIME, fields)
 
     def _primed_session(
         self,
@@ -327,10 +321,12 @@ class _TritonClientCore:
         next_index = int(record_header(state.skeleton)["next_frame_index"])
         return self._prime_request(state, record, max(resume, next_index))
 
-    def _count_start(self, start: _Start) -> None:
-        self._count(start.counter)
-        if start.prime_bytes:
-            self._count("prime_bytes", start.prime_bytes)
+    def _count_recovery(self, start: _Start) -> None:
+        if start.kind == C.OPEN:
+            self._count("reopens")
+        else:
+            self._count("primes")
+            self._count("prime_bytes", len(start.fields[C.RECORD]))
 
     @staticmethod
     def _step_fields(frame_index: int, image: np.ndarray, masks) -> dict:
@@ -518,7 +514,7 @@ class TritonBackend(_TritonClientCore):
         self._end_quietly(corr)
         start = self._recovery(handle, state, resume)
         self._start(handle, start)
-        self._count_start(start)
+        self._count_recovery(start)
         self._count("resent")
         return self._infer(kind, fields, C.correlation_id(handle.session_id, handle.epoch))
 
@@ -750,7 +746,7 @@ class AsyncTritonBackend(_TritonClientCore):
         await self._end_quietly(corr)
         start = self._recovery(handle, state, resume)
         await self._start(handle, start)
-        self._count_start(start)
+        self._count_recovery(start)
         self._count("resent")
         return await self._infer(kind, fields, C.correlation_id(handle.session_id, handle.epoch))
 
