@@ -14,6 +14,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from isvos.limits import MAX_OBJECT_ID
+
 
 def _from_dict(cls, data: dict, what: str):
     """A frozen dataclass from a JSON-style dict; unknown keys are refused, lists -> tuples."""
@@ -167,6 +169,9 @@ class MemoryOptions:
     affinity_chunk: int = 4096
 
     def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            if type(getattr(self, item.name)) is not int:
+                raise ValueError(f"{item.name} must be an integer")
         if self.max_memory_frames < 2:
             raise ValueError("max_memory_frames must be at least 2")
         if self.mem_every < 1:
@@ -175,8 +180,8 @@ class MemoryOptions:
             raise ValueError("top_k must be at least 1")
         if self.max_pins < 1:
             raise ValueError("max_pins must be at least 1")
-        if not 1 <= self.max_objects <= 255:
-            raise ValueError("max_objects must be in [1, 255]")
+        if not 1 <= self.max_objects <= MAX_OBJECT_ID:
+            raise ValueError(f"max_objects must be in [1, {MAX_OBJECT_ID}]")
         if self.affinity_chunk < 1:
             raise ValueError("affinity_chunk must be positive")
 
@@ -191,13 +196,3 @@ class MemoryOptions:
     @classmethod
     def from_dict(cls, data: dict) -> MemoryOptions:
         return _from_dict(cls, data, "memory options")
-
-
-@dataclass(frozen=True)
-class ProcessingOptions:
-    """How frames reach the network (DESIGN decision 2)."""
-
-    # Short side of the processing size in pixels; frames are resized to it.
-    short_side: int = 480
-    # Largest accepted long side at processing size (bounds memory per session).
-    max_long_side: int = 1920

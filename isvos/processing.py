@@ -14,7 +14,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-MIN_PROCESSING_SIDE = 32
+from isvos.limits import MIN_PROCESSING_SIDE
+
+__all__ = [
+    "MIN_PROCESSING_SIDE", "labels_from_probabilities", "masks_from_labels", "padded_size",
+    "probabilities_to_labels", "processing_size", "resize_frame", "resize_labels",
+]  # fmt: skip
 
 
 def processing_size(height: int, width: int, short_side: int) -> tuple[int, int]:

@@ -115,13 +115,9 @@ def segment(
     ] = "127.0.0.1:8001",
 ) -> None:
     """Segment VIDEO from first-frame MASKS with the in-process engine (or a Triton server)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from isvos.config import get_config
-    from service.backends.base import BackendError
-    from service.backends.local import LocalBackend
-    from service.media.errors import MediaError
-    from service.segment import SegmentRequest, segment_video
+    from isvos.errors import IsvosError
+    from service.segment import SegmentRequest
 
     try:
         model_config = get_config(config)
@@ -157,33 +153,16 @@ def segment(
 
             backend = TritonBackend(triton_url)
         else:
+            from service.backends.local import LocalBackend
+
             backend = LocalBackend.from_model(
                 config, _resolve_checkpoint(config, checkpoint), device
             )
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    columns = [
-        TextColumn("[bold]segment"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} frames"),
-        TextColumn("{task.fields[fps]:.1f} fps"),
-        TimeRemainingColumn(),
-    ]
     try:
-        with Progress(*columns, transient=False, disable=not sys.stderr.isatty()) as bar:
-            task = bar.add_task("segment", total=None, fps=0.0)
-            import time
-
-            started = time.perf_counter()
-
-            def progress(done: int, total: int | None) -> None:
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.update(task, completed=done, total=total, fps=done / elapsed)
-
-            summary = segment_video(backend, request, progress)
-    except MediaError as exc:
-        fail(f"[{exc.code}] {exc}", EXIT_BAD_INPUT)
-    except BackendError as exc:
+        summary = _run_with_progress(backend, request)
+    except IsvosError as exc:
         fail(f"[{exc.code}] {exc}", EXIT_BAD_INPUT)
     except ValueError as exc:  # any other refused argument
         fail(f"[invalid_argument] {exc}", EXIT_BAD_INPUT)
@@ -191,6 +170,37 @@ def segment(
         f"{summary.frames} frames, objects {summary.objects}, "
         f"{summary.frames_per_second} frames/s -> {out}"
     )
+
+
+def _run_with_progress(backend, request):
+    """``segment_video`` under a progress bar (on a terminal); closes the backend."""
+    import asyncio
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from service.segment import segment_video
+
+    columns = [
+        TextColumn("[bold]segment"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} frames"),
+        TextColumn("{task.fields[fps]:.1f} fps"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, transient=False, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("segment", total=None, fps=0.0)
+
+        def progress(report) -> None:
+            fps = report.frames_written / max(report.elapsed_s, 1e-9)
+            bar.update(task, completed=report.frames_written, total=report.frames_total, fps=fps)
+
+        async def run():
+            try:
+                return await segment_video(backend, request, progress)
+            finally:
+                await backend.aclose()
+
+        return asyncio.run(run())
 
 
 @app.command("eval")

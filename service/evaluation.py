@@ -1,11 +1,53 @@
-"""``isvos eval --run``: segment every sequence of a dataset from its first-frame mask."""
+"""``isvos eval --run`` and training validation: whole sequences from their first-frame mask,
+through the same loop as every other caller (``service.runner``)."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from isvos.eval_data import list_sequences, read_frames, read_gt_masks
+from isvos.processing import processing_size, resize_frame
+from service.backends.base import Backend
+from service.media.base import Frame
 from service.media.masks import write_indexed_png
+from service.runner import SessionPlan, prompted, run_session
+from service.sinks import MemorySink
+
+
+async def _array_frames(frames: Iterable[np.ndarray], size: tuple[int, int]):
+    for index, image in enumerate(frames):
+        yield Frame(index, None, image), resize_frame(image, size)
+
+
+async def segment_arrays(
+    backend: Backend, frames: Iterable[np.ndarray], first_labels: np.ndarray, short_side: int
+) -> list[np.ndarray]:
+    """Label maps at the original size for every frame (frame 0 carries the masks)."""
+    height, width = first_labels.shape
+    psize = processing_size(height, width, short_side)
+    plan = SessionPlan(uuid.uuid4().hex, (height, width), psize)
+    sink = MemorySink()
+    source = prompted(_array_frames(frames, psize), {0: first_labels}, psize)
+    await run_session(backend, plan, source, sink)
+    return sink.in_order()
+
+
+def segment_sequence(
+    engine, frames: Iterable[np.ndarray], first_labels: np.ndarray, short_side: int
+) -> list[np.ndarray]:
+    """``segment_arrays`` on an in-process engine, for callers that are not async."""
+    from service.backends.local import LocalBackend
+
+    backend = LocalBackend(engine)
+    try:
+        return asyncio.run(segment_arrays(backend, frames, first_labels, short_side))
+    finally:
+        backend.shutdown()
 
 
 def run_sequences(
@@ -23,15 +65,14 @@ def run_sequences(
     engine = None
     if method == "model":
         from isvos.config import get_config
-        from service.backends.local import LocalBackend
+        from isvos.engine import EagerRunner, Engine
+        from isvos.model import build
 
-        engine = LocalBackend.from_model(config, checkpoint).engine
+        engine = Engine(EagerRunner(build(config, checkpoint)))
         short_side = short_side or get_config(config).default_short_side
     for name in names:
         gt = read_gt_masks(gt_root, name)
         if method == "model":
-            from isvos.engine.sequence import segment_sequence
-
             predictions = segment_sequence(engine, read_frames(gt_root, name), gt[0], short_side)
         else:
             from isvos.baselines import run_baseline

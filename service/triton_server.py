@@ -42,7 +42,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.triton_contract import MODEL_NAME
+from isvos.triton_contract import MODEL_NAME
 
 DEFAULT_READY_TIMEOUT_S = 120.0
 PORT_ATTEMPTS = 5

@@ -3,11 +3,14 @@
 Lifecycle: ``Engine.open_session`` -> ``Session.step(index, image, masks)`` for every frame
 (masks on the first step, and on any later frame to add or correct objects) ->
 ``remove_objects`` as needed -> ``close``. ``Session.record()`` gives the exact record of
-DESIGN decision 3 and ``Engine.prime`` restores a session from it.
+DESIGN decision 3 (``isvos.record``) and ``Engine.prime`` restores a session from it; the
+``on_memorise`` hook hands each new slot to a caller that persists records incrementally.
 
 Images are RGB uint8 [h, w, 3] already at the processing size (``isvos.processing``);
-masks are {object id: bool [h, w]} at the same size. Steps carry frame indices: a repeated
-index returns the cached result, a gap is an error (DESIGN decision 4).
+masks are {object id: bool [h, w]} at the same size. Steps carry the video's frame
+indices: the first step may have any index, then each step is ``frame_stride`` after the
+last; an index among the last ``replay_window`` answered ones returns the cached result,
+any other is a gap (DESIGN decision 4).
 
 Inference per frame (spec §4.2 pseudo-code): encode the frame; for each object group read
 the memory and decode; soft-aggregate; merge user masks; argmax to a label map; memorise
@@ -17,6 +20,8 @@ with values encoded from the hard label map.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,15 +29,18 @@ import torch
 import torch.nn.functional as F
 
 from isvos.config import MemoryOptions
+from isvos.errors import IsvosError
+from isvos.limits import MAX_OBJECT_ID, REPLAY_WINDOW
 from isvos.model.memory_read import soft_aggregate
 from isvos.processing import labels_from_probabilities, padded_size
+from isvos.record import RecordHeader, SessionRecord, SlotInfo, SlotPayload
 
 from .errors import FrameIndexError, ObjectError, RecordMismatchError, SessionStateError
 from .memory_bank import MemoryBank
-from .record import SessionRecord, SlotRecord
 from .runner import Runner
 
-MAX_OBJECT_ID = 255
+# Called after a step memorised a frame: (the record header as of now, the new slot).
+MemoriseHook = Callable[[RecordHeader, SlotPayload], None]
 
 
 @dataclass
@@ -60,9 +68,17 @@ class Engine:
         return self.runner.config
 
     def open_session(
-        self, processing_size: tuple[int, int], options: MemoryOptions | None = None
+        self,
+        processing_size: tuple[int, int],
+        options: MemoryOptions | None = None,
+        *,
+        frame_stride: int = 1,
+        on_memorise: MemoriseHook | None = None,
     ) -> Session:
-        return Session(self, processing_size, options or MemoryOptions())
+        return Session(
+            self, processing_size, options or MemoryOptions(), frame_stride=frame_stride,
+            on_memorise=on_memorise,
+        )  # fmt: skip
 
     def step_many(
         self, steps: list[tuple[Session, int, np.ndarray, dict[int, np.ndarray] | None]]
@@ -102,31 +118,58 @@ class Engine:
                     results[i] = exc
         return results  # type: ignore[return-value]
 
-    def prime(self, record: SessionRecord) -> Session:
-        """A new session restored from ``record`` (refuses another checkpoint or config)."""
+    def check_record(self, header: RecordHeader) -> None:
+        """``record_mismatch`` unless ``header`` was made with this engine's weights."""
         config = self.runner.config
-        if record.architecture_hash != config.architecture_hash():
-            raise RecordMismatchError(
-                f"record was made with config {record.config_name!r}, "
-                f"this engine runs {config.name!r}"
-            )
-        if record.model_hash != self.runner.model_hash:
-            raise RecordMismatchError(
-                f"record was made with checkpoint {record.model_hash}, "
-                f"this engine runs {self.runner.model_hash}"
-            )
-        session = Session(self, record.processing_size, MemoryOptions.from_dict(record.options))
+        try:
+            header.check_compatible(config.architecture_hash(), self.runner.model_hash,
+                                    config.name)  # fmt: skip
+        except IsvosError as exc:
+            raise RecordMismatchError(exc.message) from None
+
+    def prime(
+        self,
+        record: SessionRecord,
+        *,
+        resume_index: int | None = None,
+        on_memorise: MemoriseHook | None = None,
+    ) -> Session:
+        """A new session restored from ``record`` (refuses another checkpoint or config).
+
+        ``resume_index``: the next frame to expect, when it is later than the record's (the
+        frames in between were stepped without being memorised, which changes nothing)."""
+        header = record.header
+        self.check_record(header)
+        header.validate_resume(resume_index)
+        session = Session(
+            self, header.processing_size, header.memory_options(),
+            frame_stride=header.frame_stride, on_memorise=on_memorise,
+        )  # fmt: skip
         session._restore(record)
+        if resume_index is not None:
+            session.next_frame_index = resume_index
         return session
 
 
 class Session:
     def __init__(
-        self, engine: Engine, processing_size: tuple[int, int], options: MemoryOptions
+        self,
+        engine: Engine,
+        processing_size: tuple[int, int],
+        options: MemoryOptions,
+        *,
+        frame_stride: int = 1,
+        replay_window: int = REPLAY_WINDOW,
+        on_memorise: MemoriseHook | None = None,
     ) -> None:
+        if frame_stride < 1:
+            raise SessionStateError("frame_stride must be at least 1", "invalid_argument")
         self.engine = engine
         self.runner = engine.runner
         self.options = options
+        self.frame_stride = int(frame_stride)
+        self.replay_window = max(1, int(replay_window))
+        self.on_memorise = on_memorise
         self.processing_size = (int(processing_size[0]), int(processing_size[1]))
         config = self.runner.config
         self.padded_size = padded_size(self.processing_size, config.size_divisibility)
@@ -143,18 +186,23 @@ class Session:
         self.object_ids: list[int] = []
         self.object_start_frames: dict[int, int] = {}
         self.removed_objects: list[int] = []
-        self.next_frame_index = 0
+        self.next_frame_index: int | None = None  # None until the first step
         self.last_memorised_index = -1
-        self.last_result: StepResult | None = None
+        # The last ``replay_window`` results, by frame index (replayed on a repeat).
+        self.recent: OrderedDict[int, StepResult] = OrderedDict()
         # Frames and label maps of the memorised slots, for the record.
-        self._slot_data: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._slot_data: dict[int, SlotPayload] = {}
         self.closed = False
 
     # ------------------------------------------------------------------ public API
 
+    @property
+    def last_result(self) -> StepResult | None:
+        return next(reversed(self.recent.values())) if self.recent else None
+
     def replayed(self, frame_index: int) -> bool:
-        """True when ``frame_index`` is the last step's (its cached result is returned)."""
-        return self.last_result is not None and frame_index == self.last_result.frame_index
+        """True when ``frame_index`` is among the recent steps (its cached result returns)."""
+        return frame_index in self.recent
 
     def validate_step(
         self, frame_index: int, image: np.ndarray, masks: dict[int, np.ndarray] | None
@@ -162,13 +210,16 @@ class Session:
         """Raise the error a step with these arguments would raise, without computing."""
         if self.closed:
             raise SessionStateError("session is closed")
-        if frame_index != self.next_frame_index:
+        if self.next_frame_index is None:
+            if frame_index < 0:
+                raise FrameIndexError(f"frame index {frame_index} is negative")
+            if not masks:
+                raise SessionStateError("the first step of a session needs at least one mask")
+        elif frame_index != self.next_frame_index:
+            again = f" (or one of {list(self.recent)} again)" if self.recent else ""
             raise FrameIndexError(
-                f"frame {frame_index} out of order: expected {self.next_frame_index}"
-                + (f" (or {self.last_result.frame_index} again)" if self.last_result else "")
+                f"frame {frame_index} out of order: expected {self.next_frame_index}{again}"
             )
-        if self.next_frame_index == 0 and not masks:
-            raise SessionStateError("the first step of a session needs at least one mask")
         self._check_image(image)
         self._check_masks(masks or {})
 
@@ -180,7 +231,7 @@ class Session:
             return False
         return bool(masks) or (
             self.last_memorised_index < 0
-            or frame_index - self.last_memorised_index >= self.options.mem_every
+            or frame_index - self.last_memorised_index >= self.options.mem_every * self.frame_stride
         )
 
     def step(
@@ -196,7 +247,7 @@ class Session:
         ``features`` lets a caller pass this frame's encoder output computed in a batch.
         """
         if self.replayed(frame_index) and not self.closed:
-            return self.last_result  # type: ignore[return-value]
+            return self.recent[frame_index]
         self.validate_step(frame_index, image, masks)
         masks = masks or {}
         memorise = self.will_memorise(frame_index, masks)
@@ -222,11 +273,14 @@ class Session:
             for object_id in added:  # a failed step leaves the session as it was
                 self._drop_object(object_id)
             raise
-        self.next_frame_index = frame_index + 1
-        self.last_result = StepResult(
-            frame_index, list(self.object_ids), probs_np, labels, memorise
-        )
-        return self.last_result
+        self.next_frame_index = frame_index + self.frame_stride
+        result = StepResult(frame_index, list(self.object_ids), probs_np, labels, memorise)
+        self.recent[frame_index] = result
+        while len(self.recent) > self.replay_window:
+            self.recent.popitem(last=False)
+        if memorise and self.on_memorise is not None:
+            self.on_memorise(self.header(), self._slot_data[frame_index])
+        return result
 
     def remove_objects(self, object_ids: list[int]) -> None:
         """Forget objects; later steps no longer predict them (the last result stays cached)."""
@@ -248,28 +302,34 @@ class Session:
     def memory_bytes(self) -> int:
         return self.bank.nbytes()
 
-    def record(self) -> SessionRecord:
+    def header(self) -> RecordHeader:
+        """The record's header as of now (small: no pixels)."""
+        if self.closed:
+            raise SessionStateError("session is closed")
         config = self.runner.config
-        slots = []
-        for _, slot in self.bank.ordered_slots():
-            image, labels = self._slot_data[slot.frame_index]
-            slots.append(
-                SlotRecord(slot.frame_index, slot.encoded_objects, slot.first, image, labels)
-            )
-        return SessionRecord(
+        return RecordHeader(
             config_name=config.name,
             architecture_hash=config.architecture_hash(),
             model_hash=self.runner.model_hash,
             options=self.options.to_dict(),
             processing_size=self.processing_size,
+            frame_stride=self.frame_stride,
             next_frame_index=self.next_frame_index,
             last_memorised_index=self.last_memorised_index,
             object_ids=list(self.object_ids),
             object_start_frames=dict(self.object_start_frames),
             anchors=dict(self.bank.anchors),
             removed_objects=list(self.removed_objects),
-            slots=slots,
+            slots=[
+                SlotInfo(s.frame_index, tuple(s.encoded_objects), s.first)
+                for _, s in self.bank.ordered_slots()
+            ],
         )
+
+    def record(self) -> SessionRecord:
+        header = self.header()
+        return SessionRecord(header, {s.frame_index: self._slot_data[s.frame_index]
+                                      for s in header.slots})  # fmt: skip
 
     # ------------------------------------------------------------------ internals
 
@@ -389,26 +449,25 @@ class Session:
             max_pins=self.options.pin_cap,
         )
         self.last_memorised_index = frame_index
-        self._slot_data[frame_index] = (image.copy(), labels.copy())
+        self._slot_data[frame_index] = SlotPayload(frame_index, image.copy(), labels.copy())
         kept = {s.frame_index for s in self.bank.slots if s is not None}
         for stale in [f for f in self._slot_data if f not in kept]:
             del self._slot_data[stale]
 
     def _restore(self, record: SessionRecord) -> None:
-        if tuple(record.processing_size) != self.processing_size:
-            raise RecordMismatchError("record processing size does not match")
-        self.object_ids = list(record.object_ids)
-        self.object_start_frames = dict(record.object_start_frames)
-        self.removed_objects = list(record.removed_objects)
+        header = record.header
+        self.object_ids = list(header.object_ids)
+        self.object_start_frames = dict(header.object_start_frames)
+        self.removed_objects = list(header.removed_objects)
         for object_id in self.object_ids:
             self.bank.add_object(object_id)
-        for slot in sorted(record.slots, key=lambda s: s.frame_index):
-            x = self._image_tensor(slot.image)
+        for slot, payload in sorted(record.slots(), key=lambda item: item[0].frame_index):
+            x = self._image_tensor(payload.image)
             features = self.runner.encode_frame(x)
             self._memorise(
                 slot.frame_index,
-                slot.image,
-                slot.labels,
+                payload.image,
+                payload.labels,
                 x,
                 features[1],
                 features[0][0],
@@ -416,6 +475,6 @@ class Session:
                 first=slot.first,
                 encoded_objects=slot.encoded_objects,
             )
-        self.bank.anchors = dict(record.anchors)
-        self.next_frame_index = record.next_frame_index
-        self.last_memorised_index = record.last_memorised_index
+        self.bank.anchors = dict(header.anchors)
+        self.next_frame_index = header.next_frame_index
+        self.last_memorised_index = header.last_memorised_index

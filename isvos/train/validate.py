@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from isvos.engine import EagerRunner, Engine
-from isvos.engine.sequence import segment_sequence
 from isvos.metrics import evaluate_dataset, evaluate_sequence
 from isvos.model.network import ISVOS
+from service.evaluation import segment_sequence
 
 
 def validate_on_pack(model: ISVOS, options) -> dict:

@@ -1,46 +1,40 @@
-"""The backend interface the service talks to: open, step, remove objects, record, close.
+"""The backend interface the service talks to (DESIGN "one engine, two hosts"). Torch-free.
 
-Frames and masks cross it at processing size (``isvos.processing`` does the resizing on the
-caller's side), so messages stay small and the caller needs no torch. Implementations:
-``local`` (the engine in-process) and ``triton`` (the engine inside Triton's python
-backend, sessions keyed by correlation id). A handle names the endpoint its session lives
-on, so several inference servers can be used.
+Async first: ``open``, ``prime``, ``step``, ``remove_objects``, ``record``, ``close``,
+``stats``, ``ready``. Implementations: ``local`` (the engine in-process, on an executor
+thread) and ``triton`` (the engine inside Triton's python backend, sessions keyed by
+correlation id). ``SyncBackend`` (``service.backends.sync``) gives blocking calls for code
+that is not async.
+
+Frames and masks cross it at processing size (``isvos.processing`` resizes on the caller's
+side), so messages stay small and the caller needs no torch. Steps carry the video's frame
+index; a repeat of a recent index returns the cached result, anything else out of order is
+``frame_gap``. A handle names the endpoint and the epoch of its session; a session re-primed
+elsewhere gets the next epoch (DESIGN decision 4).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-
-class BackendError(RuntimeError):
-    """A refused or failed backend call, with a stable ``code`` (the engine's codes in
-    ``isvos.engine.errors``, the Triton contract's in ``service.triton_contract``, and
-    ``already_exists`` / ``not_found`` for session ids)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+from isvos.errors import IsvosError
+from isvos.record import RecordHeader, SessionRecord
 
 
-_S = TypeVar("_S")
+class BackendError(IsvosError):
+    """A refused or failed backend call; ``code`` is a row of ``isvos.errors.ERRORS``."""
 
 
-def open_session_of(sessions: Mapping[str, _S], handle: SessionHandle) -> _S:
-    """The open session behind ``handle``, or ``not_found``."""
-    try:
-        return sessions[handle.session_id]
-    except KeyError:
-        raise BackendError("not_found", f"session {handle.session_id} is not open") from None
-
-
-def refuse_open_id(sessions: Mapping[str, object], session_id: str) -> None:
-    """``already_exists`` when ``session_id`` names an open session."""
-    if session_id in sessions:
-        raise BackendError("already_exists", f"session {session_id} is already open")
+def as_backend_error(exc: BaseException) -> BackendError:
+    """Any exception as a coded ``BackendError`` (unknown ones are ``internal``)."""
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, IsvosError):
+        return BackendError(exc.code, exc.message)
+    return BackendError("internal", f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -49,25 +43,43 @@ class SessionHandle:
     endpoint: str
     processing_size: tuple[int, int]
     epoch: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
 class StepOutput:
     frame_index: int
     object_ids: list[int]
-    probabilities: np.ndarray  # [1 + O, h, w] at processing size, background first
+    probabilities: np.ndarray  # [1 + O, h, w] float32 at processing size, background first
     labels: np.ndarray  # [h, w] uint8 ids at processing size
+    memorised: bool = False  # the frame became a memory slot (its payload: input + labels)
+    replayed: bool = False  # a cached answer to a repeated index
+    # The record header after this step, when the step changed it (memorised frames).
+    header: RecordHeader | None = None
 
 
 class Backend(Protocol):
     name: str
 
-    def open(
-        self, session_id: str, processing_size: tuple[int, int], options: dict | None = None
+    async def open(
+        self,
+        session_id: str,
+        processing_size: tuple[int, int],
+        options: dict | None = None,
+        *,
+        frame_stride: int = 1,
+        epoch: int = 0,
     ) -> SessionHandle: ...
 
-    def step(
+    async def prime(
+        self,
+        session_id: str,
+        record: SessionRecord | bytes,
+        *,
+        epoch: int = 0,
+        resume_index: int | None = None,
+    ) -> SessionHandle: ...
+
+    async def step(
         self,
         handle: SessionHandle,
         frame_index: int,
@@ -75,8 +87,30 @@ class Backend(Protocol):
         masks: dict[int, np.ndarray] | None = None,
     ) -> StepOutput: ...
 
-    def remove_objects(self, handle: SessionHandle, object_ids: list[int]) -> None: ...
+    async def remove_objects(self, handle: SessionHandle, object_ids: list[int]) -> RecordHeader:
+        """Forget objects; returns the record header after the removal."""
+        ...
 
-    def record(self, handle: SessionHandle) -> bytes: ...
+    async def record(self, handle: SessionHandle) -> SessionRecord: ...
 
-    def close(self, handle: SessionHandle) -> None: ...
+    async def close(self, handle: SessionHandle) -> None: ...
+
+    async def stats(self) -> dict: ...
+
+    async def ready(self) -> bool: ...
+
+    async def aclose(self) -> None:
+        """Release the backend's own resources (threads, channels)."""
+        ...
+
+
+def as_record(record: SessionRecord | bytes, limits=None) -> SessionRecord:
+    """A decoded, validated record (``invalid_record`` when the bytes are not one)."""
+    if isinstance(record, SessionRecord):
+        return record
+    from isvos.limits import DEFAULT_SESSION_LIMITS
+
+    try:
+        return SessionRecord.from_bytes(bytes(record), limits or DEFAULT_SESSION_LIMITS)
+    except IsvosError as exc:
+        raise as_backend_error(exc) from None

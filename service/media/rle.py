@@ -5,6 +5,7 @@ Overlaps: when RLE entries overlap in one frame, the LATER entry wins.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -232,49 +233,64 @@ def encode_rle(labels: np.ndarray, object_ids: Iterable[int]) -> list[dict[str, 
     return out
 
 
+class RleJsonWriter:
+    """Write ``coco_rle`` JSON one frame at a time (``write``), then ``close``.
+
+    Written to a temporary file and renamed on ``close``, so readers never see a partial
+    file; ``abort`` drops it."""
+
+    def __init__(self, path: str | Path, object_ids: Sequence[int], size: tuple[int, int]) -> None:
+        self.ids = [int(i) for i in object_ids]
+        self.size = (int(size[0]), int(size[1]))
+        self.dest = Path(path)
+        self.tmp = self.dest.with_name(self.dest.name + ".part")
+        self.count = 0
+        self.file = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        head = {"format": "coco_rle", "height": self.size[0], "width": self.size[1],
+                "objects": self.ids}  # fmt: skip
+        self.file.write(json.dumps(head)[:-1] + ', "frames": [')
+
+    def write(self, frame_index: int, labels: np.ndarray) -> None:
+        arr = as_labels(labels)
+        if arr.shape != self.size:
+            raise ValueError(f"frame {frame_index} is {arr.shape}, expected {self.size}")
+        rec = {"frame": int(frame_index), "objects": encode_rle(arr, self.ids)}
+        self.file.write((",\n" if self.count else "\n") + json.dumps(rec, separators=(",", ":")))
+        self.count += 1
+
+    def close(self) -> None:
+        if self.file.closed:
+            return
+        self.file.write("\n]}\n")
+        self.file.close()
+        os.replace(self.tmp, self.dest)
+
+    def abort(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 def write_rle_json(
     path: str | Path,
     frames: Iterable[tuple[int, np.ndarray]],
     object_ids: Sequence[int],
     size: tuple[int, int] | None = None,
 ) -> None:
-    """Stream ``(frame_index, labels)`` pairs to a ``coco_rle`` JSON file, one frame at a time.
+    """Write ``(frame_index, labels)`` pairs to a ``coco_rle`` JSON file, one at a time.
 
-    ``size`` (h, w) is needed only when ``frames`` may be empty. Written to a temporary
-    file and renamed, so readers never see a partial file.
-    """
-    ids = [int(i) for i in object_ids]
+    ``size`` (h, w) is needed only when ``frames`` may be empty."""
     it = iter(frames)
     first = next(it, None)
     if size is None and first is not None:
         size = as_labels(first[1]).shape  # type: ignore[assignment]
     if size is None:
         raise ValueError("write_rle_json: no frames and no size given")
-    h, w = int(size[0]), int(size[1])
-    dest = Path(path)
-    tmp = dest.with_name(dest.name + ".part")
+    writer = RleJsonWriter(path, object_ids, size)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            head = {"format": "coco_rle", "height": h, "width": w, "objects": ids}
-            f.write(json.dumps(head)[:-1] + ', "frames": [')
-            pending = [first] if first is not None else []
-            n = 0
-            for fi, labels in _chain(pending, it):
-                arr = as_labels(labels)
-                if arr.shape != (h, w):
-                    raise ValueError(f"frame {fi} is {arr.shape}, expected {(h, w)}")
-                rec = {"frame": int(fi), "objects": encode_rle(arr, ids)}
-                f.write((",\n" if n else "\n") + json.dumps(rec, separators=(",", ":")))
-                n += 1
-            f.write("\n]}\n")
+        for fi, labels in itertools.chain([first] if first is not None else [], it):
+            writer.write(fi, labels)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        writer.abort()
         raise
-    os.replace(tmp, dest)
-
-
-def _chain(
-    head: list[tuple[int, np.ndarray]], rest: Iterable[tuple[int, np.ndarray]]
-) -> Iterable[tuple[int, np.ndarray]]:
-    yield from head
-    yield from rest
+    writer.close()

@@ -1,17 +1,17 @@
 """Triton python-backend adapter over ``isvos.engine`` (DESIGN decisions 1, 4, 5).
 
-A thin layer: it decodes requests, keeps one engine ``Session`` per sequence correlation id
-(``"<session id>:<epoch>"``), and encodes results. Everything about segmentation (memory
-policy, records, errors) is the engine's. The contract is ``service/triton_contract.py``.
+A thin layer: it decodes requests, hands them to the engine's ``SessionManager`` (sessions
+keyed by the sequence's correlation id ``"<session id>:<epoch>"``, admission, epoch fencing,
+idle TTL) and encodes results. Everything about segmentation (memory policy, records,
+errors) is the engine's; the contract is ``isvos/triton_contract.py``.
 
-- START creates (or resets) the sequence's session; END frees it. Sessions idle longer than
-  ``session_ttl_seconds`` are freed by the model itself (Triton tells it nothing).
-- Admission control at open / prime: processing size, object count, live sessions and the
-  memory-bank byte budget (spec 4.1 formula) are checked before a session is created;
-  refusals are ``resource_exhausted`` errors, never a silent backlog.
+- START must come with ``open`` or ``prime`` (or ``stats``); a START on a live correlation id
+  is refused (``already_exists``), never a silent reset. END frees the session.
+- Triton does not tell the model when a sequence expires; a thread sweeps idle sessions.
 - The Oldest sequence batcher hands several sessions' requests to one ``execute()``; their
   steps go through ``Engine.step_many`` (one frame-encoder call for the batch).
-- Every error is a response ``"<code>: <message>"``; nothing a client sends crashes the model.
+- Every error is a response ``"<code>: <message>"`` with a code of ``isvos.errors``; nothing
+  a client sends crashes the model.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ import threading
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from isvos import triton_contract as C
+from isvos.errors import IsvosError
+from isvos.limits import MAX_OBJECT_ID, SessionLimits
 from isvos.processing import masks_from_labels
-from service import triton_contract as C
 
 START = 1
 END = 2
@@ -36,21 +38,8 @@ GIB = 1 << 30
 METRICS_PERIOD_S = 1.0
 
 
-class Refusal(Exception):
-    """A request refused with a contract error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Entry:
-    session: object  # isvos.engine.Session
-    reserved_bytes: int
-    attach_record: str  # "", "skeleton" or "full"
-    opened_at: float
-    last_used: float = field(default_factory=time.monotonic)
+def _refuse(message: str, code: str = "invalid_argument") -> IsvosError:
+    return IsvosError(code, message)
 
 
 def _log(level: str, message: str) -> None:
@@ -67,7 +56,7 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import torch
 
-        from isvos.engine import Engine, ScriptedRunner
+        from isvos.engine import Engine, ScriptedRunner, SessionManager
 
         self.model_config = json.loads(args["model_config"])
         raw = {
@@ -86,7 +75,6 @@ class TritonPythonModel:
         dtype_name = params[C.P_MEMORY_DTYPE]
         memory_dtype = None if dtype_name == "auto" else getattr(torch, dtype_name)
         self.engine = Engine(self.runner, memory_dtype=memory_dtype)
-        self.element_size = torch.empty((), dtype=self.engine.memory_dtype).element_size()
         budget = params[C.P_MEMORY_BUDGET]
         if budget == "auto":
             if on_gpu:
@@ -94,17 +82,19 @@ class TritonPythonModel:
                 budget = int(total * 0.6)
             else:
                 budget = 4 * GIB
-        self.budget = int(budget)
-        self.ttl = float(params[C.P_SESSION_TTL])
-        self.max_sessions = int(params[C.P_MAX_SESSIONS])
-        self.max_objects = int(params[C.P_MAX_OBJECTS])
-        self.max_side = int(params[C.P_MAX_SIDE])
+        limits = SessionLimits(
+            max_processing_side=int(params[C.P_MAX_SIDE]),
+            max_objects=int(params[C.P_MAX_OBJECTS]),
+            max_memory_frames=int(params[C.P_MAX_MEMORY_FRAMES]),
+            max_sessions=int(params[C.P_MAX_SESSIONS]),
+            budget_bytes=int(budget),
+            ttl_s=float(params[C.P_SESSION_TTL]),
+            max_record_bytes=int(params[C.P_MAX_RECORD_BYTES]),
+        )
+        self.manager = SessionManager(self.engine, limits)
         self.instance = args.get("model_instance_name", C.MODEL_NAME)
         self.device = device
-        self.sessions: dict[str, Entry] = {}
-        self.lock = threading.RLock()
         self.counters: Counter = Counter()
-        self.refusals: Counter = Counter()
         self.errors: Counter = Counter()
         self.batch_sizes: Counter = Counter()
         self.step_batch_sizes: Counter = Counter()
@@ -115,340 +105,207 @@ class TritonPythonModel:
         _log(
             "info",
             f"isvos: {self.runner.config.name} ({self.runner.model_hash}) on {device}, "
-            f"budget {self.budget} B, ttl {self.ttl} s, max {self.max_sessions} sessions",
+            f"budget {limits.budget_bytes} B, ttl {limits.ttl_s} s, "
+            f"max {limits.max_sessions} sessions",
         )
 
     def finalize(self) -> None:
         self._stop.set()
-        with self.lock:
-            for entry in self.sessions.values():
-                entry.session.close()
-            self.sessions.clear()
+        self.manager.close_all()
 
     # ------------------------------------------------------------------ execute
 
     def execute(self, requests):
-        with self.lock:
-            self._sweep()
-            self.counters["executes"] += 1
-            self.counters["requests"] += len(requests)
-            self.batch_sizes[len(requests)] += 1
-            responses = [None] * len(requests)
-            pending: list[tuple[int, str, Entry, int, np.ndarray, dict | None]] = []
-            for i, request in enumerate(requests):
-                try:
-                    corr = self._correlation_id(request)
-                    if corr is None:  # a null request of the Direct strategy
-                        responses[i] = self._info_response({"null": True})
-                        continue
-                    flags = request.flags()
-                    kind = self._kind(request)
-                    if kind == C.STEP and not flags & (START | END):
-                        entry = self._entry(corr)
-                        args = self._step_args(request)
-                        if any(p[1] == corr for p in pending):  # same session twice: keep order
-                            self._flush(pending, responses)
-                        pending.append((i, corr, entry, *args))
-                        continue
-                    if any(p[1] == corr for p in pending):
+        self.counters["executes"] += 1
+        self.counters["requests"] += len(requests)
+        self.batch_sizes[len(requests)] += 1
+        responses = [None] * len(requests)
+        pending: list[tuple[int, tuple[str, int], int, np.ndarray, dict | None]] = []
+        for i, request in enumerate(requests):
+            try:
+                corr = request.correlation_id()
+                if corr in (0, "", None):  # a null request of the Direct strategy
+                    responses[i] = self._info_response({"null": True})
+                    continue
+                flags = request.flags()
+                kind = self._kind(request)
+                if kind == C.STATS:
+                    responses[i] = self._info_response(self.stats())
+                    continue
+                key = self._key(corr)
+                if kind == C.STEP and not flags & (START | END):
+                    args = self._step_args(request)
+                    if any(p[1] == key for p in pending):  # same session twice: keep order
                         self._flush(pending, responses)
-                    if flags & START:
-                        self._free(corr)
-                    try:
-                        responses[i] = self._handle(kind, request, corr, flags)
-                    finally:
-                        if flags & END:
-                            self._free(corr, closed=True)
-                except Exception as exc:  # noqa: BLE001 - every error becomes a response
-                    responses[i] = self._error_response(exc)
-            self._flush(pending, responses)
-            return responses
+                    pending.append((i, key, *args))
+                    continue
+                if any(p[1] == key for p in pending):
+                    self._flush(pending, responses)
+                try:
+                    responses[i] = self._handle(kind, request, key, flags)
+                finally:
+                    if flags & END:
+                        self.manager.close(*key)
+            except Exception as exc:  # noqa: BLE001 - every error becomes a response
+                responses[i] = self._error_response(exc)
+        self._flush(pending, responses)
+        return responses
 
     def _flush(self, pending: list, responses: list) -> None:
         if not pending:
             return
-        self.step_batch_sizes[len(pending)] += 1
-        steps = [
-            (entry.session, index, image, masks) for _, _, entry, index, image, masks in pending
-        ]
-        replayed = [entry.session.replayed(index) for _, _, entry, index, _, _ in pending]
-        started = time.perf_counter()
-        results = self.engine.step_many(steps)
-        compute_ms = round((time.perf_counter() - started) * 1e3, 2)
-        for (i, _corr, entry, _index, _image, _masks), result, again in zip(
-            pending, results, replayed, strict=True
-        ):
-            entry.last_used = time.monotonic()
-            if isinstance(result, Exception):
-                responses[i] = self._error_response(result)
-            else:
-                extra = {"compute_ms": compute_ms, "batch": len(pending)}
-                responses[i] = self._step_response(entry, result, again, extra=extra)
+        with ExitStack() as stack:
+            ready, steps, replayed = [], [], []
+            for i, key, index, image, masks in pending:
+                try:
+                    live = stack.enter_context(self.manager.use(*key))
+                except Exception as exc:  # noqa: BLE001 - reported per request
+                    responses[i] = self._error_response(exc)
+                    continue
+                ready.append((i, live))
+                steps.append((live.session, index, image, masks))
+                replayed.append(live.session.replayed(index))
+            self.step_batch_sizes[len(steps)] += 1
+            started = time.perf_counter()
+            results = self.engine.step_many(steps) if steps else []
+            compute_ms = round((time.perf_counter() - started) * 1e3, 2)
+            for (i, live), result, again in zip(ready, results, replayed, strict=True):
+                if isinstance(result, Exception):
+                    responses[i] = self._error_response(result)
+                else:
+                    extra = {"compute_ms": compute_ms, "batch": len(steps)}
+                    responses[i] = self._step_response(live, result, again, extra=extra)
         pending.clear()
 
     # ------------------------------------------------------------------ request kinds
 
-    def _handle(self, kind: str, request, corr: str, flags: int):
-        if kind == C.OPEN:
-            return self._open(request, corr, flags)
-        if kind == C.PRIME:
-            return self._prime(request, corr, flags)
+    def _handle(self, kind: str, request, key: tuple[str, int], flags: int):
+        if kind in (C.OPEN, C.PRIME):
+            if not flags & START:
+                raise _refuse(f"{kind} must start a sequence (sequence_start)")
+            return self._open(request, key) if kind == C.OPEN else self._prime(request, key)
+        if flags & START:
+            raise _refuse(f"only open, prime or stats may start a sequence, not {kind}")
         if kind == C.STEP:
-            entry = self._entry(corr)
             index, image, masks = self._step_args(request)
-            again = entry.session.replayed(index)
-            started = time.perf_counter()
-            result = entry.session.step(index, image, masks)
-            compute_ms = round((time.perf_counter() - started) * 1e3, 2)
-            entry.last_used = time.monotonic()
-            self.step_batch_sizes[1] += 1
-            extra = {"compute_ms": compute_ms, "batch": 1}
-            return self._step_response(entry, result, again, extra=extra)
+            with self.manager.use(*key) as live:
+                again = live.session.replayed(index)
+                started = time.perf_counter()
+                result = live.session.step(index, image, masks)
+                compute_ms = round((time.perf_counter() - started) * 1e3, 2)
+                self.step_batch_sizes[1] += 1
+                extra = {"compute_ms": compute_ms, "batch": 1}
+                return self._step_response(live, result, again, extra=extra)
         if kind == C.REMOVE:
-            entry = self._entry(corr)
             ids = self._int_list(request, C.OBJECT_IDS, required=True)
-            entry.session.remove_objects(ids)
-            entry.last_used = time.monotonic()
-            info = {"kind": kind, "object_ids": list(entry.session.object_ids)}
-            return self._info_response(info, self._attached_record(entry, info))
+            with self.manager.use(*key) as live:
+                live.session.remove_objects(ids)
+                info = {"kind": kind, "object_ids": list(live.session.object_ids)}
+                return self._info_response(info, self._attached_header(live, info))
         if kind == C.RECORD_KIND:
-            entry = self._entry(corr)
-            entry.last_used = time.monotonic()
-            data = entry.session.record().to_bytes()
+            with self.manager.use(*key) as live:
+                data = live.session.record().to_bytes()
             return self._info_response({"kind": kind, "bytes": len(data)}, data)
         if kind == C.CLOSE:
-            existed = self._free(corr, closed=True)
-            return self._info_response({"kind": kind, "closed": existed})
-        if kind == C.STATS:
-            return self._info_response(self.stats())
-        raise Refusal(C.INVALID_ARGUMENT, f"unknown request kind {kind!r}")
+            closed = self.manager.close(*key)
+            return self._info_response({"kind": kind, "closed": closed})
+        raise _refuse(f"unknown request kind {kind!r}")
 
-    def _open(self, request, corr: str, flags: int):
-        from isvos.config import MemoryOptions
-
-        if not flags & START:
-            raise Refusal(C.INVALID_ARGUMENT, "open must start a sequence (sequence_start)")
-        options, attach = self._options(request)
-        try:
-            memory = MemoryOptions.from_dict(options)
-        except (TypeError, ValueError) as exc:
-            raise Refusal(C.INVALID_ARGUMENT, f"bad options: {exc}") from exc
+    def _open(self, request, key: tuple[str, int]):
+        options, extra, stride = self._options(request)
         image = self._array(request, C.IMAGE, np.uint8, ndim=3)
         size = self._int_list(request, C.PROCESSING_SIZE)
         if image is not None:
             if image.shape[2] != 3:
-                raise Refusal(C.INVALID_ARGUMENT, f"IMAGE must be [h, w, 3], got {image.shape}")
+                raise _refuse(f"IMAGE must be [h, w, 3], got {image.shape}")
             size = list(image.shape[:2])
         if size is None or len(size) != 2:
-            raise Refusal(C.INVALID_ARGUMENT, "open needs PROCESSING_SIZE (h, w) or IMAGE")
-        size = (int(size[0]), int(size[1]))
-        reserved = self._admit(size, memory)
-        entry = Entry(self.engine.open_session(size, memory), reserved, attach, time.monotonic())
-        self.sessions[corr] = entry
-        self.counters["opens"] += 1
-        info = {"kind": C.OPEN, "processing_size": list(size), "reserved_bytes": reserved}
+            raise _refuse("open needs PROCESSING_SIZE (h, w) or IMAGE")
+        live = self.manager.open(*key, (int(size[0]), int(size[1])), options,
+                                 frame_stride=stride, extra=extra)  # fmt: skip
+        info = {"kind": C.OPEN, "processing_size": list(size),
+                "reserved_bytes": live.reserved_bytes}  # fmt: skip
         if image is None:
             return self._info_response(info)
         index = self._int_scalar(request, C.FRAME_INDEX, default=0)
-        masks = self._masks(request)
         try:
-            result = entry.session.step(index, image, masks)
+            masks = self._masks(request, live.session.options.max_objects)
+            with self.manager.use(*key) as used:
+                result = used.session.step(index, image, masks)
         except Exception:
-            self._free(corr)
+            self.manager.close(*key)
             raise
         self.step_batch_sizes[1] += 1
-        return self._step_response(entry, result, False, extra=info)
+        return self._step_response(live, result, False, extra=info)
 
-    def _prime(self, request, corr: str, flags: int):
-        from isvos.engine import SessionRecord
+    def _prime(self, request, key: tuple[str, int]):
+        from isvos.record import SessionRecord
 
-        if not flags & START:
-            raise Refusal(C.INVALID_ARGUMENT, "prime must start a sequence (sequence_start)")
         data = self._bytes(request, C.RECORD)
         if data is None:
-            raise Refusal(C.INVALID_ARGUMENT, "prime needs RECORD")
-        try:
-            record = SessionRecord.from_bytes(data)
-        except (ValueError, KeyError) as exc:
-            raise Refusal(C.INVALID_ARGUMENT, f"RECORD is not a session record: {exc}") from exc
-        _, attach = self._options(request)
-        from isvos.config import MemoryOptions
-
-        try:
-            memory = MemoryOptions.from_dict(record.options)
-        except (TypeError, ValueError) as exc:
-            raise Refusal(C.RECORD_MISMATCH, f"record options: {exc}") from exc
-        size = tuple(int(v) for v in record.processing_size)
+            raise _refuse("prime needs RECORD")
+        record = SessionRecord.from_bytes(data, self.manager.limits)
+        _, extra, _ = self._options(request)
         resume = self._int_scalar(request, C.FRAME_INDEX, default=None)
-        if resume is not None and resume < record.next_frame_index:
-            raise Refusal(
-                C.INVALID_ARGUMENT,
-                f"FRAME_INDEX {resume} is before the record's next frame {record.next_frame_index}",
-            )
-        reserved = self._admit(size, memory)
-        session = self.engine.prime(record)
-        if resume is not None:
-            session.next_frame_index = resume
-        self.sessions[corr] = Entry(session, reserved, attach, time.monotonic())
-        self.counters["re_primes"] += 1
+        live = self.manager.prime(*key, record, resume_index=resume, extra=extra)
         info = {
             "kind": C.PRIME,
-            "next_frame_index": session.next_frame_index,
-            "object_ids": list(session.object_ids),
-            "reserved_bytes": reserved,
+            "next_frame_index": live.session.next_frame_index,
+            "object_ids": list(live.session.object_ids),
+            "reserved_bytes": live.reserved_bytes,
         }
-        return self._info_response(info)
+        return self._info_response(info, self._attached_header(live, info))
 
-    # ------------------------------------------------------------------ admission
-
-    def _admit(self, size: tuple[int, int], memory) -> int:
-        from isvos.engine import bank_bytes
-        from isvos.processing import MIN_PROCESSING_SIDE, padded_size
-
-        if min(size) < MIN_PROCESSING_SIDE:
-            raise Refusal(
-                C.INVALID_ARGUMENT,
-                f"processing size {size[1]}x{size[0]} is below {MIN_PROCESSING_SIDE} px",
-            )
-        if max(size) > self.max_side:
-            self._refuse(
-                "size",
-                f"processing size {size[1]}x{size[0]} exceeds the longest side of "
-                f"{self.max_side} px this server accepts",
-            )
-        if memory.max_objects > self.max_objects:
-            self._refuse(
-                "objects",
-                f"max_objects {memory.max_objects} exceeds this server's limit of "
-                f"{self.max_objects}",
-            )
-        if len(self.sessions) >= self.max_sessions:
-            self._refuse(
-                "sessions", f"{len(self.sessions)} live sessions, the limit of this instance"
-            )
-        config = self.runner.config
-        padded = padded_size(size, config.size_divisibility)
-        need = bank_bytes(
-            capacity=memory.max_memory_frames, key_dim=config.key_dim,
-            value_dim=config.value_dim, height=padded[0] // 16, width=padded[1] // 16,
-            objects=memory.max_objects, bytes_per_element=self.element_size,
-        )  # fmt: skip
-        used = self.reserved_bytes()
-        if used + need > self.budget:
-            self._refuse(
-                "budget",
-                f"a session at {size[1]}x{size[0]} with up to {memory.max_objects} objects "
-                f"and {memory.max_memory_frames} memory frames needs {need} bytes; "
-                f"{used} of {self.budget} are reserved",
-            )
-        return need
-
-    def _refuse(self, reason: str, message: str) -> None:
-        self.refusals[reason] += 1
-        raise Refusal(C.RESOURCE_EXHAUSTED, message)
-
-    def reserved_bytes(self) -> int:
-        return sum(e.reserved_bytes for e in self.sessions.values())
-
-    # ------------------------------------------------------------------ sessions
-
-    def _entry(self, corr: str) -> Entry:
-        entry = self.sessions.get(corr)
-        if entry is None:
-            raise Refusal(
-                C.UNKNOWN_SESSION,
-                f"no session {corr!r} on this instance (never opened, closed, or freed "
-                "after being idle); prime a new one from its record",
-            )
-        return entry
-
-    def _free(self, corr: str, closed: bool = False) -> bool:
-        entry = self.sessions.pop(corr, None)
-        if entry is None:
-            return False
-        entry.session.close()
-        if closed:
-            self.counters["closes"] += 1
-        return True
-
-    def _sweep(self) -> None:
-        if self.ttl <= 0:
-            return
-        now = time.monotonic()
-        for corr in [c for c, e in self.sessions.items() if now - e.last_used > self.ttl]:
-            self._free(corr)
-            self.counters["evictions"] += 1
-            _log("info", f"isvos: freed session {corr} after {self.ttl} s idle")
+    # ------------------------------------------------------------------ TTL and stats
 
     def _sweep_loop(self) -> None:
         # Metrics are refreshed here too, not per request: each update is an IPC round trip
         # to the server process.
-        interval = max(0.2, min(self.ttl / 4, METRICS_PERIOD_S)) if self.ttl > 0 else 1.0
+        ttl = self.manager.limits.ttl_s
+        interval = max(0.2, min(ttl / 4, METRICS_PERIOD_S)) if ttl > 0 else 1.0
         while not self._stop.wait(interval):
             try:
-                with self.lock:
-                    self._sweep()
-                    self._update_metrics()
+                for session_id, epoch in self.manager.sweep():
+                    _log("info", f"isvos: freed session {session_id}:{epoch} after {ttl} s idle")
+                self._update_metrics()
             except Exception:  # noqa: BLE001 - never let the sweeper die
                 _log("error", "isvos: sweep failed:\n" + traceback.format_exc())
 
     def stats(self) -> dict:
-        now = time.monotonic()
-        sessions = [
-            {
-                "id": corr,
-                "next_frame_index": e.session.next_frame_index,
-                "objects": list(e.session.object_ids),
-                "memory_bytes": e.session.memory_bytes(),
-                "reserved_bytes": e.reserved_bytes,
-                "idle_s": round(now - e.last_used, 3),
-            }
-            for corr, e in self.sessions.items()
-        ]
-        return {
-            "kind": C.STATS,
-            "instance": self.instance,
-            "device": self.device,
-            "model": self.runner.config.name,
-            "model_hash": self.runner.model_hash,
-            "sessions": len(self.sessions),
-            "memory_bank_bytes": sum(s["memory_bytes"] for s in sessions),
-            "reserved_bytes": self.reserved_bytes(),
-            "budget_bytes": self.budget,
-            "max_sessions": self.max_sessions,
-            "ttl_seconds": self.ttl,
-            "evictions": self.counters["evictions"],
-            "re_primes": self.counters["re_primes"],
-            "opens": self.counters["opens"],
-            "closes": self.counters["closes"],
-            "refusals": dict(self.refusals),
-            "errors": dict(self.errors),
-            "executes": self.counters["executes"],
-            "requests": self.counters["requests"],
-            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
-            "step_batch_sizes": {str(k): v for k, v in sorted(self.step_batch_sizes.items())},
-            "max_step_batch": max(self.step_batch_sizes, default=0),
-            "session_list": sessions,
-        }
+        stats = self.manager.stats()
+        for entry in stats["session_list"]:
+            entry["id"] = C.correlation_id(entry["id"], entry["epoch"])
+        stats.update(
+            kind=C.STATS,
+            instance=self.instance,
+            device=self.device,
+            model=self.runner.config.name,
+            model_hash=self.runner.model_hash,
+            errors=dict(self.errors),
+            executes=self.counters["executes"],
+            requests=self.counters["requests"],
+            batch_sizes={str(k): v for k, v in sorted(self.batch_sizes.items())},
+            step_batch_sizes={str(k): v for k, v in sorted(self.step_batch_sizes.items())},
+            max_step_batch=max(self.step_batch_sizes, default=0),
+        )
+        return stats
 
     # ------------------------------------------------------------------ decoding
 
     @staticmethod
-    def _correlation_id(request) -> str | None:
-        corr = request.correlation_id()
-        if corr in (0, "", None):
-            return None
-        return str(corr)
+    def _key(corr) -> tuple[str, int]:
+        try:
+            return C.split_correlation_id(str(corr))
+        except ValueError as exc:
+            raise _refuse(str(exc)) from exc
 
     def _kind(self, request) -> str:
         data = self._bytes(request, C.KIND)
         if data is None:
-            raise Refusal(C.INVALID_ARGUMENT, "KIND is required")
+            raise _refuse("KIND is required")
         kind = data.decode(errors="replace")
         if kind not in C.REQUEST_KINDS:
-            raise Refusal(
-                C.INVALID_ARGUMENT, f"unknown request kind {kind!r}; one of {C.REQUEST_KINDS}"
-            )
+            raise _refuse(f"unknown request kind {kind!r}; one of {C.REQUEST_KINDS}")
         return kind
 
     @staticmethod
@@ -458,7 +315,7 @@ class TritonPythonModel:
             return None
         array = tensor.as_numpy()
         if array.ndim == 0 or array.shape[0] != 1:
-            raise Refusal(C.INVALID_ARGUMENT, f"{name}: the batch dimension must be 1")
+            raise _refuse(f"{name}: the batch dimension must be 1")
         return array[0]
 
     def _bytes(self, request, name: str) -> bytes | None:
@@ -466,7 +323,7 @@ class TritonPythonModel:
         if array is None:
             return None
         if array.size != 1:
-            raise Refusal(C.INVALID_ARGUMENT, f"{name} must hold one element")
+            raise _refuse(f"{name} must hold one element")
         value = array.reshape(-1)[0]
         return value if isinstance(value, bytes) else str(value).encode()
 
@@ -475,10 +332,9 @@ class TritonPythonModel:
         if array is None:
             return None
         if array.dtype != dtype or array.ndim != ndim:
-            raise Refusal(
-                C.INVALID_ARGUMENT,
+            raise _refuse(
                 f"{name} must be {np.dtype(dtype).name} with {ndim} dims (after the batch "
-                f"dim), got {array.dtype} {array.shape}",
+                f"dim), got {array.dtype} {array.shape}"
             )
         return array
 
@@ -486,8 +342,10 @@ class TritonPythonModel:
         array = self._tensor(request, name)
         if array is None:
             if required:
-                raise Refusal(C.INVALID_ARGUMENT, f"{name} is required")
+                raise _refuse(f"{name} is required")
             return None
+        if array.size > MAX_OBJECT_ID + 1:
+            raise _refuse(f"{name} holds {array.size} values; at most {MAX_OBJECT_ID} apply")
         return [int(v) for v in array.reshape(-1)]
 
     def _int_scalar(self, request, name: str, default):
@@ -495,81 +353,81 @@ class TritonPythonModel:
         if values is None:
             return default
         if len(values) != 1:
-            raise Refusal(C.INVALID_ARGUMENT, f"{name} must hold one integer")
+            raise _refuse(f"{name} must hold one integer")
         return values[0]
 
-    def _options(self, request) -> tuple[dict, str]:
+    def _options(self, request) -> tuple[dict, dict, int]:
+        """(memory options, host extras, frame stride) from OPTIONS."""
         data = self._bytes(request, C.OPTIONS)
         if not data:
-            return {}, ""
+            return {}, {}, 1
         try:
             options = json.loads(data)
         except ValueError as exc:
-            raise Refusal(C.INVALID_ARGUMENT, f"OPTIONS is not JSON: {exc}") from exc
+            raise _refuse(f"OPTIONS is not JSON: {exc}") from exc
         if not isinstance(options, dict):
-            raise Refusal(C.INVALID_ARGUMENT, "OPTIONS must be a JSON object")
+            raise _refuse("OPTIONS must be a JSON object")
         attach = options.pop(C.ATTACH_RECORD, "") or ""
-        if attach is True:
-            attach = "skeleton"
-        if attach not in ("", "skeleton", "full"):
-            raise Refusal(C.INVALID_ARGUMENT, f"{C.ATTACH_RECORD} must be skeleton or full")
-        return options, attach
+        if attach not in ("", "header"):
+            raise _refuse(f"{C.ATTACH_RECORD} must be 'header' or empty")
+        stride = options.pop(C.FRAME_STRIDE, 1)
+        if type(stride) is not int or stride < 1:
+            raise _refuse(f"{C.FRAME_STRIDE} must be a positive integer")
+        return options, {"attach": attach}, stride
 
-    def _masks(self, request) -> dict[int, np.ndarray] | None:
+    def _masks(self, request, max_objects: int) -> dict[int, np.ndarray] | None:
         labels = self._array(request, C.MASKS, np.uint8, ndim=2)
         ids = self._int_list(request, C.OBJECT_IDS)
         if labels is None:
             if ids:
-                raise Refusal(C.INVALID_ARGUMENT, "OBJECT_IDS on a step needs MASKS")
+                raise _refuse("OBJECT_IDS on a step needs MASKS")
             return None
+        if ids is not None and len(set(ids)) > max_objects:  # before any per-object array
+            raise _refuse(
+                f"{len(set(ids))} objects exceed the session limit of {max_objects}",
+                "invalid_objects",
+            )
         masks = masks_from_labels(labels, ids)
         return masks or None
 
     def _step_args(self, request) -> tuple[int, np.ndarray, dict | None]:
         index = self._int_scalar(request, C.FRAME_INDEX, default=None)
         if index is None:
-            raise Refusal(C.INVALID_ARGUMENT, "step needs FRAME_INDEX")
+            raise _refuse("step needs FRAME_INDEX")
         image = self._array(request, C.IMAGE, np.uint8, ndim=3)
         if image is None:
-            raise Refusal(C.INVALID_ARGUMENT, "step needs IMAGE")
-        return index, image, self._masks(request)
+            raise _refuse("step needs IMAGE")
+        return index, image, self._masks(request, MAX_OBJECT_ID)
 
     # ------------------------------------------------------------------ encoding
 
-    def _attached_record(self, entry: Entry, info: dict) -> bytes | None:
-        if not entry.attach_record:
+    @staticmethod
+    def _attached_header(live, info: dict) -> bytes | None:
+        if live.extra.get("attach") != "header":
             return None
-        record = entry.session.record()
-        if entry.attach_record == "skeleton":
-            # The record without its frames and label maps: the client holds those (it
-            # sent the frames and received the label maps) and fills them in when needed.
-            empty = np.zeros((0,), np.uint8)
-            for slot in record.slots:
-                slot.image = empty
-                slot.labels = empty
-        info["record"] = entry.attach_record
-        return record.to_bytes()
+        info["record"] = "header"
+        return live.session.header().to_json()
 
-    def _step_response(self, entry: Entry, result, replayed: bool, extra: dict | None = None):
+    def _step_response(self, live, result, replayed: bool, extra: dict | None = None):
         info = dict(extra or {})
         info.update(
             kind=info.get("kind", C.STEP),
             frame_index=result.frame_index,
             memorised=bool(result.memorised),
             replayed=bool(replayed),
-            memory_bytes=entry.session.memory_bytes(),
+            memory_bytes=live.session.memory_bytes(),
         )
-        record = None
+        header = None
         if result.memorised:  # replays too: the first answer may have been lost
-            record = self._attached_record(entry, info)
+            header = self._attached_header(live, info)
         outputs = [
             pb_utils.Tensor(C.PROBABILITIES, C.to_float16(result.probabilities)[None]),
             pb_utils.Tensor(C.LABELS, np.ascontiguousarray(result.labels, np.uint8)[None]),
             pb_utils.Tensor(C.OBJECTS, np.asarray(result.object_ids, np.int32)[None]),
             pb_utils.Tensor(C.INFO, np.array([[C.dumps(info)]], dtype=np.object_)),
         ]
-        if record is not None:
-            outputs.append(pb_utils.Tensor(C.RECORD_OUT, np.array([[record]], dtype=np.object_)))
+        if header is not None:
+            outputs.append(pb_utils.Tensor(C.RECORD_OUT, np.array([[header]], dtype=np.object_)))
         return pb_utils.InferenceResponse(output_tensors=outputs)
 
     @staticmethod
@@ -580,14 +438,10 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(output_tensors=outputs)
 
     def _error_response(self, exc: Exception):
-        from isvos.engine import EngineError
-
-        if isinstance(exc, Refusal):
-            code, message = exc.code, str(exc)
-        elif isinstance(exc, EngineError):
+        if isinstance(exc, IsvosError):
             code, message = exc.code, str(exc)
         else:
-            code, message = C.INTERNAL, f"{type(exc).__name__}: {exc}"
+            code, message = "internal", f"{type(exc).__name__}: {exc}"
             _log("error", "isvos: internal error:\n" + traceback.format_exc())
         self.errors[code] += 1
         return pb_utils.InferenceResponse(
@@ -627,14 +481,15 @@ class TritonPythonModel:
         if not self._metrics:
             return
         try:
+            manager = self.manager
             values = {
-                "sessions": len(self.sessions),
-                "memory": sum(e.session.memory_bytes() for e in self.sessions.values()),
-                "reserved": self.reserved_bytes(),
-                "budget": self.budget,
-                "evictions": self.counters["evictions"],
-                "refusals": sum(self.refusals.values()),
-                "re_primes": self.counters["re_primes"],
+                "sessions": len(manager.sessions),
+                "memory": manager.memory_bytes(),
+                "reserved": manager.reserved_bytes(),
+                "budget": manager.limits.budget_bytes,
+                "evictions": manager.counters["evictions"],
+                "refusals": sum(manager.refusals.values()),
+                "re_primes": manager.counters["primes"],
             }
             for key, value in values.items():
                 self._metrics[key].set(float(value))

@@ -13,6 +13,7 @@ from isvos.engine import (
     SessionRecord,
     SessionStateError,
 )
+from isvos.errors import IsvosError
 from tests.conftest import iou
 
 pytestmark = pytest.mark.timeout(120)
@@ -98,15 +99,41 @@ def test_deterministic(engine, clip):
 
 def test_repeated_index_returns_cached_result_and_gap_is_refused(engine, clip):
     frames, labels = clip
-    session = engine.open_session(SIZE)
+    from isvos.engine import Session
+
+    session = Session(engine, SIZE, MemoryOptions(), replay_window=3)
     first = session.step(0, frames[0], masks_of(labels[0], [1]))
     second = session.step(1, frames[1])
     assert session.step(1, frames[1]) is second
-    with pytest.raises(FrameIndexError):
+    assert session.step(0, frames[0]) is first  # within the replay window
+    with pytest.raises(FrameIndexError, match="expected 2"):
         session.step(3, frames[3])
-    with pytest.raises(FrameIndexError):
-        session.step(0, frames[0])
     assert first.frame_index == 0 and session.next_frame_index == 2
+    session.step(2, frames[2])
+    session.step(3, frames[3])
+    with pytest.raises(FrameIndexError):  # left the window
+        session.step(0, frames[0])
+    assert list(session.recent) == [1, 2, 3]
+
+
+def test_video_indices_with_a_stride_and_a_late_start(engine, clip):
+    """Steps carry the video's frame indices: a session may start at any frame and step
+    every ``frame_stride`` frames; memorisation counts steps, not frames."""
+    frames, labels = clip
+    strided = engine.open_session(SIZE, MemoryOptions(mem_every=2), frame_stride=3)
+    dense = engine.open_session(SIZE, MemoryOptions(mem_every=2))
+    indices = list(range(4, 34, 3))
+    for step, index in enumerate(indices):
+        masks = masks_of(labels[index], [1, 2]) if step == 0 else None
+        a = strided.step(index, frames[index], masks)
+        b = dense.step(step, frames[index], masks)
+        assert a.frame_index == index and a.memorised == b.memorised
+        assert np.array_equal(a.probabilities, b.probabilities)
+    with pytest.raises(FrameIndexError, match=f"expected {indices[-1] + 3}"):
+        strided.step(indices[-1] + 1, frames[0])
+    header = strided.header()
+    assert header.frame_stride == 3 and header.next_frame_index == indices[-1] + 3
+    assert [s.frame_index for s in header.slots] == indices[::2]
 
 
 def test_reprime_gives_identical_outputs(engine, clip):
@@ -117,8 +144,12 @@ def test_reprime_gives_identical_outputs(engine, clip):
     for i in range(1, 15):
         session.step(i, frames[i], masks_of(labels[i], [2]) if i == 7 else None)
     session.remove_objects([1])
-    session.step(15, frames[15], masks_of(labels[15], [1 + 2]) if (labels[15] == 3).any() else None)
+    # A new object (id 3) where object 1 was: an object added after a removal.
+    added = session.step(15, frames[15], {3: labels[15] == 1})
+    assert added.object_ids == [2, 3] and added.memorised
     record = SessionRecord.from_bytes(session.record().to_bytes())
+    assert record.header.removed_objects == [1] and record.header.object_ids == [2, 3]
+    assert any(3 in slot.encoded_objects for slot in record.header.slots)
     primed = engine.prime(record)
     for i in range(16, 36):
         a = session.step(i, frames[i])
@@ -136,13 +167,15 @@ def test_prime_refuses_a_record_of_another_checkpoint_or_config(engine, clip):
     session.step(0, frames[0], masks_of(labels[0], [1]))
     record = session.record()
     other = Engine(EagerRunner(build("tiny")))  # random weights
-    with pytest.raises(RecordMismatchError, match="checkpoint"):
+    with pytest.raises(RecordMismatchError, match="checkpoint") as error:
         other.prime(record)
-    record.architecture_hash = "0" * 16
+    assert error.value.code == "record_mismatch"
+    record.header.architecture_hash = "0" * 16
     with pytest.raises(RecordMismatchError, match="config"):
         engine.prime(record)
-    with pytest.raises(ValueError, match="not a session record"):
+    with pytest.raises(IsvosError, match="not a session record") as error:
         SessionRecord.from_bytes(b"garbage")
+    assert error.value.code == "invalid_record"
 
 
 def test_blank_frame_and_tiny_memory_give_no_nan(engine, clip):

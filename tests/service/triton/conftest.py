@@ -61,11 +61,19 @@ def triton_server(triton_repo):
     server.stop()
 
 
-@pytest.fixture()
-def triton_backend(triton_server):
+def sync_triton(url: str, **kwargs):
+    """A blocking ``TritonBackend`` (``SyncBackend``) for tests."""
+    from service.backends import SyncBackend
     from service.backends.triton import TritonBackend
 
-    backend = TritonBackend(triton_server.url, timeout_s=60, retry_unavailable_s=5)
+    kwargs.setdefault("timeout_s", 60)
+    kwargs.setdefault("retry_unavailable_s", 5)
+    return SyncBackend(lambda: TritonBackend(url, **kwargs))
+
+
+@pytest.fixture()
+def triton_backend(triton_server):
+    backend = sync_triton(triton_server.url)
     yield backend
     backend.shutdown()
 
@@ -83,9 +91,17 @@ def scripted_engine(triton_repo):
 
 @pytest.fixture()
 def local_backend(scripted_engine):
+    from service.backends import SyncBackend
     from service.backends.local import LocalBackend
 
-    return LocalBackend(scripted_engine)
+    backend = SyncBackend(lambda: LocalBackend(scripted_engine))
+    yield backend
+    backend.shutdown()
+
+
+def raw(backend, kind, corr, *, start=False, end=False, **fields):
+    """One request of ``kind`` on sequence ``corr``, without recovery or retries."""
+    return backend.run(lambda b: b._infer(kind, fields, corr, start=start, end=end, retry=False))
 
 
 def run_clip(

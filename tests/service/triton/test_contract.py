@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service import triton_contract as C
+from isvos import triton_contract as C
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -13,14 +13,16 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("text", "code"),
     [
-        ("frame_gap: frame 5 out of order: expected 1", C.FRAME_GAP),
-        ("[StatusCode.INTERNAL] resource_exhausted: budget", C.RESOURCE_EXHAUSTED),
+        ("frame_gap: frame 5 out of order: expected 1", "frame_gap"),
+        ("[StatusCode.INTERNAL] resource_exhausted: budget", "resource_exhausted"),
+        ("[StatusCode.INTERNAL] frame 3: invalid_objects: object 3 is empty", "invalid_objects"),
         (
             "inference request for sequence x:0 to model 'isvos' must specify the START flag "
             "on the first request of the sequence",
-            C.UNKNOWN_SESSION,
+            "not_found",
         ),  # fmt: skip
-        ("something else entirely", C.INTERNAL),
+        ("something else entirely", "internal"),
+        ("my_frame_gap: not a code at a word start", "internal"),
     ],
 )
 def test_parse_error(text, code):
@@ -28,8 +30,8 @@ def test_parse_error(text, code):
 
 
 def test_error_string_round_trip():
-    assert C.parse_error(C.error_string(C.INVALID_OBJECTS, "object 3: empty")) == (
-        C.INVALID_OBJECTS,
+    assert C.parse_error(C.error_string("invalid_objects", "object 3: empty")) == (
+        "invalid_objects",
         "object 3: empty",
     )
 
@@ -48,4 +50,8 @@ def test_to_float16_is_bit_exact():
 
 def test_correlation_ids():
     assert C.correlation_id("abc", 2) == "abc:2"
+    assert C.split_correlation_id("job:7:2") == ("job:7", 2)
+    for bad in ("abc", "abc:", ":2", "abc:-1", "abc:x"):
+        with pytest.raises(ValueError):
+            C.split_correlation_id(bad)
     assert len(set(C.INPUTS) | set(C.OUTPUTS)) == len(C.INPUTS) + len(C.OUTPUTS)

@@ -7,11 +7,16 @@ import time
 
 import pytest
 
+from isvos import triton_contract as C
 from isvos.config import TINY
 from isvos.engine import bank_bytes
-from service import triton_contract as C
 from service.backends.base import BackendError
-from tests.service.triton.conftest import assert_same_outputs, private_server, run_clip
+from tests.service.triton.conftest import (
+    assert_same_outputs,
+    private_server,
+    run_clip,
+    sync_triton,
+)
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -32,9 +37,7 @@ def small_server(triton_repo):
 
 @pytest.fixture()
 def backend(small_server):
-    from service.backends.triton import TritonBackend
-
-    backend = TritonBackend(small_server.url, timeout_s=60, retry_unavailable_s=5)
+    backend = sync_triton(small_server.url)
     yield backend
     backend.shutdown()
 
@@ -44,7 +47,7 @@ def test_open_over_budget_is_refused_not_queued(backend):
     started = time.monotonic()
     with pytest.raises(BackendError) as error:
         backend.open("budget-b", SIZE, OPTIONS)
-    assert error.value.code == C.RESOURCE_EXHAUSTED
+    assert error.value.code == "resource_exhausted"
     assert "needs" in str(error.value) and str(ONE_SESSION) in str(error.value)
     assert time.monotonic() - started < 5  # an answer, not a backlog
     stats = backend.stats()
@@ -65,7 +68,7 @@ def test_idle_ttl_frees_memory_and_client_recovers(backend, local_backend, clip)
     assert after["sessions"] == 0 and after["memory_bank_bytes"] == 0
     assert after["reserved_bytes"] == 0
     assert after["evictions"] == before["evictions"] + 1
-    # The client notices (unknown_session), primes epoch 1 from its record, goes on.
+    # The client notices (not_found), primes epoch 1 from its record, goes on.
     _, rest = run_clip(backend, "", frames, labels, steps=range(8, 16), handle=handle)
     assert handle.epoch == 1
     assert backend.counters["primes"] == 1 and backend.counters["resent"] == 1

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.triton.conftest import assert_same_outputs, run_clip, start_server
+from tests.service.triton.conftest import assert_same_outputs, run_clip, start_server, sync_triton
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 def test_restart_mid_clip(triton_repo, local_backend, clip):
-    from service.backends.triton import TritonBackend
-
     frames, labels = clip[0][:30], clip[1][:30]
     server = start_server(triton_repo)
-    backend = TritonBackend(server.url, timeout_s=60, retry_unavailable_s=60)
+    backend = sync_triton(server.url, retry_unavailable_s=60)
     try:
         handle, first = run_clip(backend, "restart", frames, labels, add_at=10, steps=range(17))
         server.kill()
