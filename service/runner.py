@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from isvos.errors import IsvosError
+from isvos.limits import MAX_OBJECT_ID
 from isvos.processing import masks_from_labels, probabilities_to_labels, resize_labels
 from isvos.record import RecordHeader, SessionRecord, SlotPayload
 from service.backends.base import Backend, SessionHandle, StepOutput
@@ -216,11 +217,22 @@ async def _close_quietly(backend: Backend, handle: SessionHandle) -> None:
 
 
 def prompt_masks(
-    labels: np.ndarray, processing_size: tuple[int, int], frame_index: int
+    labels: np.ndarray,
+    processing_size: tuple[int, int],
+    frame_index: int,
+    max_objects: int = MAX_OBJECT_ID,
 ) -> dict[int, np.ndarray]:
-    """A prompt label map at the original size -> {object id: mask} at processing size."""
+    """A prompt label map at the original size -> {object id: mask} at processing size.
+    The objects are counted against ``max_objects`` before any mask is allocated."""
     small = resize_labels(labels, processing_size)
-    masks = {o: m for o, m in masks_from_labels(small).items() if m.any()}
+    ids = [int(i) for i in np.unique(small) if i]
+    if len(ids) > max_objects:
+        raise IsvosError(
+            "too_many_objects",
+            f"frame {frame_index} holds {len(ids)} objects, over the session limit of "
+            f"{max_objects}",
+        )
+    masks = {o: m for o, m in masks_from_labels(small, ids).items() if m.any()}
     if not masks:
         raise IsvosError(
             "mask_empty",
@@ -234,12 +246,15 @@ async def prompted(
     frames: AsyncIterable[tuple[Frame, np.ndarray]],
     prompts: dict[int, np.ndarray],
     processing_size: tuple[int, int],
+    max_objects: int = MAX_OBJECT_ID,
 ) -> AsyncIterator[FrameInput]:
     """``FrameInput``s from (frame, model input) pairs, with ``prompts`` (label maps at the
     original size, by frame index) attached as masks to their frames."""
     async for frame, model_input in frames:
         labels = prompts.get(frame.index)
-        masks = prompt_masks(labels, processing_size, frame.index) if labels is not None else None
+        masks = None
+        if labels is not None:
+            masks = prompt_masks(labels, processing_size, frame.index, max_objects)
         yield FrameInput(frame, model_input, masks)
 
 

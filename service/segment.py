@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from isvos.config import MemoryOptions
+from isvos.errors import IsvosError
 from isvos.limits import MIN_PROCESSING_SIDE
 from isvos.processing import processing_size, resize_frame
 from service.backends.base import Backend
@@ -117,6 +119,13 @@ def prepare_video(request: SegmentRequest) -> PreparedVideo:
             "frame_range", f"the masks are for frame {first_prompt}, at or after --end"
         )
     ids = sorted({int(i) for m in prompts.values() for i in np.unique(m) if i})
+    max_objects = _memory_options(request.memory_options).max_objects
+    if len(ids) > max_objects:
+        raise MediaError(
+            "too_many_objects",
+            f"the masks hold {len(ids)} objects, over the session limit of {max_objects} "
+            "(the max_objects memory option)",
+        )
     psize = processing_size(info.height, info.width, request.short_side)
     return PreparedVideo(info, prompts, psize, ids, _expected_frames(info.frame_count, request))
 
@@ -149,7 +158,10 @@ async def segment_video(
             overlay_fps=(info.fps or 24.0) if request.overlay else None,
         )  # fmt: skip
         plan = prepared.plan(session_id or uuid.uuid4().hex, request)
-        frames = prompted(from_iterator(decoder), prepared.prompts, prepared.processing_size)
+        max_objects = _memory_options(request.memory_options).max_objects
+        frames = prompted(
+            from_iterator(decoder), prepared.prompts, prepared.processing_size, max_objects
+        )
         result = await run_session(
             backend, plan, frames, sink, resume=resume, records=records, progress=progress,
             cancel=cancel, total=prepared.total,
@@ -176,6 +188,13 @@ async def segment_video(
     )
     (request.out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
     return summary
+
+
+def _memory_options(options: dict) -> MemoryOptions:
+    try:
+        return MemoryOptions.from_dict(dict(options))
+    except (TypeError, ValueError) as exc:
+        raise IsvosError("invalid_argument", f"bad memory options: {exc}") from exc
 
 
 def _with_model_input(frame: Frame, short_side: int) -> tuple[Frame, np.ndarray]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from isvos.limits import MAX_OBJECT_ID
+
 
 @dataclass(frozen=True)
 class MediaLimits:
@@ -26,16 +28,21 @@ class MediaLimits:
     # One hour of video.
     max_duration_s: float = 3600.0
     # Label maps are uint8 with 0 = background, so at most 255 objects.
-    max_objects: int = 255
+    max_objects: int = MAX_OBJECT_ID
+    # COCO RLE prompts: entries decoded at most (each is a full-size mask), and distinct
+    # frames carrying masks (each becomes a memorised, pinned frame).
+    max_rle_entries: int = 4096
+    max_prompt_frames: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("max_file_bytes", "max_width", "max_height", "max_pixels", "max_frames"):
+        for name in ("max_file_bytes", "max_width", "max_height", "max_pixels", "max_frames",
+                     "max_rle_entries", "max_prompt_frames"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"MediaLimits.{name} must be positive")
         if self.max_duration_s <= 0:
             raise ValueError("MediaLimits.max_duration_s must be positive")
-        if not 1 <= self.max_objects <= 255:
-            raise ValueError("MediaLimits.max_objects must be in 1..255")
+        if not 1 <= self.max_objects <= MAX_OBJECT_ID:
+            raise ValueError(f"MediaLimits.max_objects must be in 1..{MAX_OBJECT_ID}")
 
 
 DEFAULT_LIMITS = MediaLimits()

@@ -303,7 +303,7 @@ def load_mask_input(
     elif paths[0].suffix.lower() == ".png":
         maps, names = {0: read_indexed_png(paths[0])}, {0: repr(paths[0].name)}
     else:
-        maps = _rle_prompt_maps(parse_rle(paths[0], limits.max_pixels), paths[0].name)
+        maps = _rle_prompt_maps(parse_rle(paths[0], limits, prompts=True), paths[0].name)
         names = {fi: f"{paths[0].name!r} frame {fi}" for fi in maps}
         if not maps:
             raise MediaError("mask_empty", f"{paths[0].name!r} contains no masks.")

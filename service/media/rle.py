@@ -16,15 +16,18 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from isvos.limits import MAX_OBJECT_ID
+
 from .errors import MediaError
-from .limits import DEFAULT_LIMITS
+from .limits import DEFAULT_LIMITS, MediaLimits
 
 
 def check_object_ids(ids: Sequence[int], what: str) -> None:
-    bad = [i for i in ids if not 1 <= int(i) <= 255]
+    bad = [i for i in ids if not 1 <= int(i) <= MAX_OBJECT_ID]
     if bad:
         raise MediaError(
-            "bad_object_id", f"{what}: object id {bad[0]} is outside 1..255 (0 is background)."
+            "bad_object_id",
+            f"{what}: object id {bad[0]} is outside 1..{MAX_OBJECT_ID} (0 is background).",
         )
     if len(set(ids)) != len(ids):
         raise MediaError("bad_object_id", f"{what}: object ids {list(ids)} are not unique.")
@@ -35,8 +38,8 @@ def as_labels(labels: np.ndarray) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"label map must be 2-D, got shape {arr.shape}")
     if arr.dtype != np.uint8:
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise ValueError("label values must be in 0..255")
+        if arr.size and (arr.min() < 0 or arr.max() > MAX_OBJECT_ID):
+            raise ValueError(f"label values must be in 0..{MAX_OBJECT_ID}")
         arr = arr.astype(np.uint8)
     return arr
 
@@ -130,12 +133,16 @@ def _int_field(entry: dict[str, Any], key: str, default: int | None, where: str,
     return value
 
 
-def parse_rle(path_or_obj: str | Path | Any, max_pixels: int | None = None) -> RleDocument:
+def parse_rle(
+    path_or_obj: str | Path | Any, limits: MediaLimits = DEFAULT_LIMITS, *, prompts: bool = False
+) -> RleDocument:
     """Parse an RLE JSON file or already-loaded object into decoded entries.
 
-    ``max_pixels`` bounds each mask's declared size (default: ``MediaLimits().max_pixels``).
+    ``limits`` bounds each mask's declared size (``max_pixels``); for ``prompts`` (masks a
+    user gives), also the entries, distinct objects and distinct frames, before any mask is
+    decoded.
     """
-    max_px = max_pixels if max_pixels is not None else DEFAULT_LIMITS.max_pixels
+    max_px = limits.max_pixels
     if isinstance(path_or_obj, str | Path):
         name = Path(path_or_obj).name
         try:
@@ -174,6 +181,8 @@ def parse_rle(path_or_obj: str | Path | Any, max_pixels: int | None = None) -> R
             raw.append((_int_field(o, "frame", 0, f"entry {k}", name), o))
     else:
         raise MediaError("mask_unreadable", f"{name}: expected a JSON list of RLE objects.")
+    if prompts:
+        _check_counts(raw, name, limits)
     for k, (fi, o) in enumerate(raw):
         where = f"entry {k} (frame {fi})"
         if not isinstance(o, dict):
@@ -194,6 +203,28 @@ def parse_rle(path_or_obj: str | Path | Any, max_pixels: int | None = None) -> R
         entries.append(RleEntry(fi, obj_id, mask))
         frames.append(fi)
     return RleDocument(entries, list(dict.fromkeys(frames)), size, writer)
+
+
+def _check_counts(raw: list[tuple[int, Any]], name: str, limits: MediaLimits) -> None:
+    """Refuse an RLE document over its limits before any mask is decoded."""
+    if len(raw) > limits.max_rle_entries:
+        raise MediaError(
+            "too_many_objects",
+            f"{name} has {len(raw)} RLE entries, over the limit of {limits.max_rle_entries}.",
+        )
+    ids = {o.get("id") for _, o in raw if isinstance(o, dict)}
+    if len(ids) > limits.max_objects:
+        raise MediaError(
+            "too_many_objects",
+            f"{name} names {len(ids)} objects, over the limit of {limits.max_objects}.",
+        )
+    frames = {fi for fi, _ in raw}
+    if len(frames) > limits.max_prompt_frames:
+        raise MediaError(
+            "frame_range",
+            f"{name} has masks on {len(frames)} frames, over the limit of "
+            f"{limits.max_prompt_frames}; give masks on the first frame and a few corrections.",
+        )
 
 
 def read_coco_rle(path_or_obj: str | Path | RleDocument | Any) -> dict[int, np.ndarray]:

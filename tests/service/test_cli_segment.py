@@ -101,7 +101,7 @@ def test_odd_sized_frame_folder(clip, tmp_path):
     [
         ("size_mismatch", "mask_size_mismatch"),
         ("empty_mask", "mask_empty"),
-        ("too_many_objects", "exceed"),
+        ("too_many_objects", "over the session limit of 16"),
         ("unreadable_video", "video_unreadable"),
         ("range", "frame_range"),
         ("unknown_format", "unknown_format"),

@@ -156,9 +156,10 @@ class TritonPythonModel:
             return
         with ExitStack() as stack:
             ready, steps, replayed = [], [], []
-            for i, key, index, image, masks in pending:
+            for i, key, index, image, wire in pending:
                 try:
                     live = stack.enter_context(self.manager.use(*key))
+                    masks = self._masks(wire, live.session.options.max_objects)
                 except Exception as exc:  # noqa: BLE001 - reported per request
                     responses[i] = self._error_response(exc)
                     continue
@@ -187,8 +188,9 @@ class TritonPythonModel:
         if flags & START:
             raise _refuse(f"only open, prime or stats may start a sequence, not {kind}")
         if kind == C.STEP:
-            index, image, masks = self._step_args(request)
+            index, image, wire = self._step_args(request)
             with self.manager.use(*key) as live:
+                masks = self._masks(wire, live.session.options.max_objects)
                 again = live.session.replayed(index)
                 started = time.perf_counter()
                 result = live.session.step(index, image, masks)
@@ -229,7 +231,7 @@ class TritonPythonModel:
             return self._info_response(info)
         index = self._int_scalar(request, C.FRAME_INDEX, default=0)
         try:
-            masks = self._masks(request, live.session.options.max_objects)
+            masks = self._masks(self._wire_masks(request), live.session.options.max_objects)
             with self.manager.use(*key) as used:
                 result = used.session.step(index, image, masks)
         except Exception:
@@ -375,29 +377,40 @@ class TritonPythonModel:
             raise _refuse(f"{C.FRAME_STRIDE} must be a positive integer")
         return options, {"attach": attach}, stride
 
-    def _masks(self, request, max_objects: int) -> dict[int, np.ndarray] | None:
+    def _wire_masks(self, request) -> tuple[np.ndarray, list[int] | None] | None:
+        """MASKS (a label map) and OBJECT_IDS as sent; masks are built per session."""
         labels = self._array(request, C.MASKS, np.uint8, ndim=2)
         ids = self._int_list(request, C.OBJECT_IDS)
         if labels is None:
             if ids:
                 raise _refuse("OBJECT_IDS on a step needs MASKS")
             return None
-        if ids is not None and len(set(ids)) > max_objects:  # before any per-object array
+        return labels, ids
+
+    @staticmethod
+    def _masks(wire, max_objects: int) -> dict[int, np.ndarray] | None:
+        """{id: mask} from the wire, counted against the session's limit first, so no
+        per-object array is allocated for a request that will be refused."""
+        if wire is None:
+            return None
+        labels, ids = wire
+        if ids is None:
+            ids = [int(i) for i in np.unique(labels) if i]
+        if len(set(ids)) > max_objects:
             raise _refuse(
                 f"{len(set(ids))} objects exceed the session limit of {max_objects}",
                 "invalid_objects",
             )
-        masks = masks_from_labels(labels, ids)
-        return masks or None
+        return masks_from_labels(labels, ids) or None
 
-    def _step_args(self, request) -> tuple[int, np.ndarray, dict | None]:
+    def _step_args(self, request) -> tuple[int, np.ndarray, tuple | None]:
         index = self._int_scalar(request, C.FRAME_INDEX, default=None)
         if index is None:
             raise _refuse("step needs FRAME_INDEX")
         image = self._array(request, C.IMAGE, np.uint8, ndim=3)
         if image is None:
             raise _refuse("step needs IMAGE")
-        return index, image, self._masks(request, MAX_OBJECT_ID)
+        return index, image, self._wire_masks(request)
 
     # ------------------------------------------------------------------ encoding
 

@@ -260,3 +260,54 @@ def test_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(MediaError) as e:
         load_mask_input(tmp_path / "folder_missing", (H, W))
     assert _code(e) == "mask_unreadable"
+
+
+def _rle_entries(count: int, *, frames: int = 1, ids: int | None = None) -> list[dict]:
+    mask = np.zeros((1080, 1920), np.uint8)
+    mask[:10, :10] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    rle["counts"] = rle["counts"].decode()
+    return [
+        {"frame": k % frames, "id": k % (ids or count) + 1, "segmentation": rle}
+        for k in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entries", "limits", "code", "message"),
+    [
+        (_rle_entries(2000, ids=10), MediaLimits(max_rle_entries=1000), "too_many_objects",
+         "2000 RLE entries"),
+        (_rle_entries(2000), MediaLimits(), "too_many_objects", "2000 objects"),
+        (_rle_entries(20, ids=2), MediaLimits(max_objects=1), "too_many_objects", "2 objects"),
+        (_rle_entries(100, frames=100, ids=1), MediaLimits(), "frame_range", "100 frames"),
+    ],
+)  # fmt: skip
+def test_rle_prompts_are_counted_before_any_mask_is_decoded(
+    tmp_path, entries, limits, code, message
+):
+    """2,000 full-HD entries would decode to 4 GB of masks: refused from the counts."""
+    import tracemalloc
+
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps(entries))
+    tracemalloc.start()
+    try:
+        with pytest.raises(MediaError) as error:
+            load_mask_input(path, (1080, 1920), limits, num_frames=1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert error.value.code == code and message in str(error.value)
+    assert peak < 64 * 2**20, peak  # the JSON, not the masks
+
+
+def test_a_session_limit_on_objects_is_checked_before_masks_are_built():
+    from isvos.errors import IsvosError
+    from service.runner import prompt_masks
+
+    labels = np.arange(200, dtype=np.uint8).reshape(10, 20) % 40
+    with pytest.raises(IsvosError, match="39 objects") as error:
+        prompt_masks(labels, (10, 20), 0, max_objects=16)
+    assert error.value.code == "too_many_objects"
+    assert len(prompt_masks(labels, (10, 20), 0, max_objects=39)) == 39

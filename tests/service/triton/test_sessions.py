@@ -155,3 +155,27 @@ def test_stats_and_metrics(triton_backend, triton_server, clip):
     assert "stats:0" not in {s["id"] for s in after["session_list"]}
     text = urllib.request.urlopen(triton_server.metrics_url, timeout=10).read().decode()
     assert "isvos_sessions{" in text and "isvos_memory_bank_bytes{" in text
+
+
+def test_a_new_epoch_fences_the_old_one_on_the_server(triton_backend, clip):
+    """Priming epoch 1 frees epoch 0 at once (its bytes too); epoch 0 is refused after."""
+    from isvos import triton_contract as C
+
+    frames, labels = clip[0], clip[1]
+    handle, _ = run_clip(triton_backend, "fence", frames, labels, steps=range(6))
+    record = triton_backend.record(handle)
+    before = {s["id"]: s for s in triton_backend.stats()["session_list"]}
+    assert before["fence:0"]["memory_bytes"] > 0
+    triton_backend.sessions.pop("fence")  # the client moves on, as after losing its server
+    primed = triton_backend.prime("fence", record, epoch=1)
+    after = {s["id"]: s for s in triton_backend.stats()["session_list"]}
+    assert "fence:0" not in after and after["fence:1"]["reserved_bytes"] == (
+        before["fence:0"]["reserved_bytes"]
+    )
+    step = {C.FRAME_INDEX: np.array([6], np.int64), C.IMAGE: frames[6]}
+    with pytest.raises(BackendError) as error:
+        raw(triton_backend, C.STEP, "fence:0", **step)
+    assert error.value.code == "stale_epoch"
+    out = triton_backend.step(primed, 6, frames[6])
+    assert out.frame_index == 6
+    triton_backend.close(primed)
