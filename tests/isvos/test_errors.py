@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import grpc
 import pytest
@@ -38,8 +37,8 @@ def _codes_in_source() -> dict[str, list[str]]:
                         found.setdefault(arg.value, []).append(f"{path.name}:{node.lineno}")
             if isinstance(node, ast.ClassDef) and node.name.endswith("Error"):
                 for item in node.body:
-                    if (isinstance(item, ast.Assign) and getattr(item.targets[0], "id", "") == "code"
-                            and isinstance(item.value, ast.Constant)):  # fmt: skip
+                    target = item.targets[0] if isinstance(item, ast.Assign) else None
+                    if getattr(target, "id", "") == "code" and isinstance(item.value, ast.Constant):
                         found.setdefault(item.value.value, []).append(f"{path.name}:{node.name}")
     return found
 
@@ -60,8 +59,10 @@ def test_rows_are_valid():
     # The statuses clients branch on.
     assert ERRORS["not_found"].http_status == 404
     assert ERRORS["unavailable"].retryable and not ERRORS["invalid_argument"].retryable
-    assert ERRORS["invalid_record"].grpc_status == ERRORS["record_mismatch"].grpc_status == (
-        "INVALID_ARGUMENT"
+    assert (
+        ERRORS["invalid_record"].grpc_status
+        == ERRORS["record_mismatch"].grpc_status
+        == ("INVALID_ARGUMENT")
     )
 
 

@@ -169,8 +169,9 @@ def test_a_new_epoch_fences_the_old_one_on_the_server(triton_backend, clip):
     triton_backend.sessions.pop("fence")  # the client moves on, as after losing its server
     primed = triton_backend.prime("fence", record, epoch=1)
     after = {s["id"]: s for s in triton_backend.stats()["session_list"]}
-    assert "fence:0" not in after and after["fence:1"]["reserved_bytes"] == (
-        before["fence:0"]["reserved_bytes"]
+    assert (
+        "fence:0" not in after
+        and after["fence:1"]["reserved_bytes"] == (before["fence:0"]["reserved_bytes"])
     )
     step = {C.FRAME_INDEX: np.array([6], np.int64), C.IMAGE: frames[6]}
     with pytest.raises(BackendError) as error:

@@ -86,9 +86,10 @@ def test_segment_through_triton_without_torch(triton_server, clip_video, tmp_pat
 
     from service.cli import app
 
-    local = CliRunner().invoke(app, ["segment", str(video), "--masks", str(first), "--size",
-                                     "96", "--out", str(tmp_path / "local"), "--config", "tiny",
-                                     "--checkpoint", str(TINY_CHECKPOINT), "--threads", "1"])  # fmt: skip
+    args = ["segment", str(video), "--masks", str(first), "--size", "96", "--out",
+            str(tmp_path / "local"), "--config", "tiny", "--checkpoint", str(TINY_CHECKPOINT),
+            "--threads", "1"]  # fmt: skip
+    local = CliRunner().invoke(app, args)
     assert local.exit_code == 0, local.output
 
     def masks(folder):
