@@ -10,27 +10,47 @@
   -> values [O, C_v, H'/16, W'/16]``
 
 (H', W' = H, W padded to a multiple of 32.) A ``manifest.json`` beside the graphs records
-the config, the weights' hash, the processing rules and the versions. Nothing about
-sessions is inside the graphs: the engine orchestrates them.
+the config, the weights' hash, the graph file's SHA-256 (``graphs_sha256``, checked by
+``ScriptedRunner``), the processing rules and the versions. Nothing about sessions is inside
+the graphs: the engine orchestrates them.
+
+Both files are written to temporary names in the folder, then renamed into place, graphs
+first and the manifest last: an export that fails before the renames leaves the previous
+one untouched, and one cut off between them leaves graphs that no longer match the
+manifest, which the runner refuses.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import platform
+import uuid
 from pathlib import Path
 
 import torch
 
 from isvos import __version__
-from isvos.engine.runner import GRAPH_NAMES, GRAPHS_FILE, MANIFEST_FILE
+from isvos.engine.runner import GRAPH_NAMES, GRAPHS_FILE, MANIFEST_FILE, file_sha256
 from isvos.model.build import model_hash
 from isvos.model.fuse import fold_batchnorm
 from isvos.model.network import ISVOS
 
 MANIFEST_FORMAT = "isvos-export"
-MANIFEST_VERSION = 1
+# 2: ``graphs_sha256`` added (required by ScriptedRunner).
+MANIFEST_VERSION = 2
+
+
+def _temporary(folder: Path, name: str) -> Path:
+    """A unique name in ``folder`` (same file system, so ``os.replace`` is atomic); the file
+    is created by its writer, with the usual permissions (mkstemp's would be 0600)."""
+    return folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+
+
+def _sync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
 
 
 def export_model(model: ISVOS, out_dir: str | Path, *, checkpoint: str | None = None) -> Path:
@@ -40,32 +60,40 @@ def export_model(model: ISVOS, out_dir: str | Path, *, checkpoint: str | None = 
     model = model.to("cpu").float().eval()
     identity = model_hash(model)
     scripted = torch.jit.script(fold_batchnorm(copy.deepcopy(model)))
-    tmp = out / (GRAPHS_FILE + ".tmp")
-    scripted.save(str(tmp))
-    tmp.replace(out / GRAPHS_FILE)
     config = model.config
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        "config": config.to_dict(),
-        "architecture_hash": config.architecture_hash(),
-        "model_hash": identity,
-        "checkpoint": checkpoint,
-        "graphs": {"file": GRAPHS_FILE, "methods": list(GRAPH_NAMES)},
-        "processing": {
-            "input": "RGB float32 in [0, 1], [B, 3, H, W], any H and W",
-            "resize": "short side to the processing size before the graphs (isvos.processing)",
-            "size_divisibility": config.size_divisibility,
-            "padding": "bottom/right zeros after normalisation, inside the graphs",
-            "default_short_side": config.default_short_side,
-            "output_stride": 4,
-        },
-        "versions": {
-            "isvos": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-    }
-    path = out / MANIFEST_FILE
-    path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    return path
+    graphs_tmp = _temporary(out, GRAPHS_FILE)
+    manifest_tmp = _temporary(out, MANIFEST_FILE)
+    try:
+        scripted.save(str(graphs_tmp))
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "config": config.to_dict(),
+            "architecture_hash": config.architecture_hash(),
+            "model_hash": identity,
+            "checkpoint": checkpoint,
+            "graphs": {"file": GRAPHS_FILE, "methods": list(GRAPH_NAMES)},
+            "graphs_sha256": file_sha256(graphs_tmp),
+            "processing": {
+                "input": "RGB float32 in [0, 1], [B, 3, H, W], any H and W",
+                "resize": "short side to the processing size before the graphs (isvos.processing)",
+                "size_divisibility": config.size_divisibility,
+                "padding": "bottom/right zeros after normalisation, inside the graphs",
+                "default_short_side": config.default_short_side,
+                "output_stride": 4,
+            },
+            "versions": {
+                "isvos": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+        }
+        manifest_tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        _sync(graphs_tmp)
+        _sync(manifest_tmp)
+        os.replace(graphs_tmp, out / GRAPHS_FILE)
+        os.replace(manifest_tmp, out / MANIFEST_FILE)  # the manifest publishes the export
+    finally:
+        graphs_tmp.unlink(missing_ok=True)
+        manifest_tmp.unlink(missing_ok=True)
+    return out / MANIFEST_FILE

@@ -372,8 +372,8 @@ def pick_ports(wanted: dict[str, int | None], host: str = "127.0.0.1") -> dict[s
 def ensure_exported(version_dir: Path, config: str, checkpoint: str | Path | None = None) -> bool:
     """Export ``config`` (+ ``checkpoint``) into ``version_dir`` unless it is already there.
 
-    Re-exports when the manifest is missing, names another config, or (with a checkpoint)
-    records other weights. Returns True when it exported.
+    Re-exports when the manifest is missing, predates graph hashes, names another config,
+    or (with a checkpoint) records other weights. Returns True when it exported.
     """
     import json
 
@@ -382,6 +382,8 @@ def ensure_exported(version_dir: Path, config: str, checkpoint: str | Path | Non
     if manifest_path.exists() and (version_dir / "isvos.pt").exists():
         with contextlib.suppress(ValueError, OSError):
             manifest = json.loads(manifest_path.read_text())
+    if manifest is not None and not manifest.get("graphs_sha256"):
+        manifest = None  # an export from before graph hashes: the runner refuses it
     if manifest is not None and manifest.get("config", {}).get("name") == config:
         if checkpoint is None:
             return False

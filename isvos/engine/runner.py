@@ -7,6 +7,8 @@ of the weights (``model_hash``), so a session runs unchanged on either.
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +22,19 @@ from isvos.model.network import ISVOS, FrameFeatures
 GRAPHS_FILE = "isvos.pt"
 GRAPH_NAMES = ("encode_frame", "read_decode", "encode_value")
 MANIFEST_FILE = "manifest.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ExportMismatchError(ValueError):
+    """The graph file is not the one the manifest was written for (incomplete or modified)."""
 
 
 class Runner(Protocol):
@@ -91,7 +106,10 @@ class EagerRunner(_GraphRunner):
 
 
 class ScriptedRunner(_GraphRunner):
-    """Runs the graphs written by ``isvos export`` (a folder with a manifest)."""
+    """Runs the graphs written by ``isvos export`` (a folder with a manifest).
+
+    The graph file must hash to the manifest's ``graphs_sha256``: a file from another or an
+    interrupted export, or a modified one, is refused before it is loaded."""
 
     def __init__(
         self,
@@ -105,9 +123,31 @@ class ScriptedRunner(_GraphRunner):
         if not manifest_path.exists():
             raise FileNotFoundError(f"{manifest_path} not found: run `isvos export` first")
         self.manifest = json.loads(manifest_path.read_text())
+        graphs = self._verified_graphs(folder, self.manifest)
         self.config = ISVOSConfig.from_dict(self.manifest["config"])
         self.model_hash = self.manifest["model_hash"]
         self.device = torch.device(device)
         self.dtype = dtype
-        module = torch.jit.load(str(folder / GRAPHS_FILE), map_location=self.device).eval()
+        module = torch.jit.load(io.BytesIO(graphs), map_location=self.device).eval()
         self.graphs = module.to(dtype=dtype, memory_format=torch.channels_last)
+
+    @staticmethod
+    def _verified_graphs(folder: Path, manifest: dict) -> bytes:
+        """The graph file's bytes, read once, so the bytes checked are the bytes loaded."""
+        path = folder / GRAPHS_FILE
+        redo = f"re-run `isvos export --out {folder}`"
+        expected = manifest.get("graphs_sha256")
+        if not expected:
+            raise ExportMismatchError(
+                f"{folder / MANIFEST_FILE} records no graphs_sha256 (an older export): {redo}"
+            )
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found (incomplete export): {redo}")
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ExportMismatchError(
+                f"{path} does not match its manifest (sha256 {actual[:16]}, manifest "
+                f"{expected[:16]}): the export was interrupted or the file modified; {redo}"
+            )
+        return data

@@ -2,7 +2,9 @@
 
 A run directory holds ``last.pt`` (model + optimiser + schedule + RNG state, written
 atomically, so a run cut off at any moment resumes from its last save), ``best.pt`` (the
-best model by held-out J&F, a plain model checkpoint), and ``log.jsonl``.
+best model by held-out J&F, a plain model checkpoint), and ``log.jsonl``. ``last.pt`` holds
+plain types only (dicts, lists, numbers, strings, tensors) and is read with
+``weights_only=True``: a file carrying any other pickled object is refused.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -131,6 +134,24 @@ def _batch(
     return frames.float().div_(255.0), labels, [c[2] for c in clips]
 
 
+def load_train_state(path: str | Path) -> dict:
+    """Read ``last.pt`` with ``weights_only=True``; ``ValueError`` for anything else."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message suggests weights_only=False; keep only the reason after its marker.
+        reason = str(exc).partition("WeightsUnpickler error:")[2].strip().split(". ")[0]
+        raise ValueError(
+            f"{path} holds objects other than tensors and plain Python types and is refused "
+            f"(not written by this trainer?){': ' + reason if reason else ''}"
+        ) from exc
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"{path} is not a readable training state: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a training state")
+    return state
+
+
 def train(
     options: TrainOptions,
     *,
@@ -155,9 +176,7 @@ def train(
     best = -math.inf
     state_path = out / "last.pt"
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{state_path} is not a training state")
+        state = load_train_state(state_path)
         load_into(model, state["checkpoint"])
         optimiser.load_state_dict(state["optimiser"])
         rng.bit_generator.state = state["numpy_rng"]

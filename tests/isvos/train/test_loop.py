@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from isvos.model import build
-from isvos.train.loop import TrainOptions, train
+from isvos.train.loop import STATE_FORMAT, TrainOptions, load_train_state, train
 from isvos.train.synthetic import synthetic_clip
 from isvos.train.wrapper import TrainingWrapper
 
@@ -54,11 +54,12 @@ def test_resume_continues_from_the_same_step_and_optimiser_state(tmp_path):
 
     with pytest.raises(CutOff):
         train(options(tmp_path / "cut", 6), progress=cut_off)
-    first_half = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    first_half = load_train_state(tmp_path / "cut" / "last.pt")
     assert first_half["step"] == 3
     train(options(tmp_path / "cut", 6), resume=True)
-    a = torch.load(straight / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    # Both states load with weights_only=True: plain types and tensors only.
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
     for name, tensor in a["checkpoint"]["state_dict"].items():
         assert torch.allclose(tensor, b["checkpoint"]["state_dict"][name], atol=1e-6), name
@@ -68,3 +69,32 @@ def test_resume_continues_from_the_same_step_and_optimiser_state(tmp_path):
         assert torch.allclose(state_a[key]["exp_avg"], state_b[key]["exp_avg"], atol=1e-6)
     logged = [line for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
     assert len(logged) == 7  # step 4 was logged before the cut, then redone
+
+
+UNPICKLED: list[str] = []
+
+
+def _unpickle_side_effect(tag: str) -> str:
+    UNPICKLED.append(tag)
+    return tag
+
+
+class Payload:
+    """An arbitrary object: unpickling it calls ``_unpickle_side_effect``."""
+
+    def __reduce__(self):
+        return _unpickle_side_effect, ("ran",)
+
+
+def test_resume_refuses_a_state_holding_an_arbitrary_object(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"format": STATE_FORMAT, "step": 1, "extra": Payload()}, run / "last.pt")
+    with pytest.raises(ValueError, match="plain Python types.*_unpickle_side_effect"):
+        train(options(run, 2), resume=True)
+    with pytest.raises(ValueError, match="refused"):
+        load_train_state(run / "last.pt")
+    assert UNPICKLED == [], "the object was unpickled"
+    # The same file loads (and runs the object's code) when pickles are trusted.
+    assert torch.load(run / "last.pt", weights_only=False)["extra"] == "ran"
+    assert UNPICKLED == ["ran"]
