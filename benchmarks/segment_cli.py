@@ -18,6 +18,7 @@ Weights are random (speed does not depend on them).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import tempfile
 import time
@@ -61,7 +62,7 @@ def main() -> None:
     psize = processing_size(info.height, info.width, short_side)
     engine = Engine(EagerRunner(build(args.config, device=args.device)))
     decode_threads = 1 if args.device == "cpu" else 0  # as `isvos segment` chooses
-    backend = LocalBackend(engine)
+    backend = LocalBackend(engine)  # the engine on its thread, as `isvos segment` runs it
 
     def decode(threads: int) -> list[np.ndarray]:
         return [f.image for f in iter_frames(args.video, end=args.frames, threads=threads)]
@@ -81,7 +82,7 @@ def main() -> None:
                 video=args.video, masks=args.masks, out_dir=Path(out), short_side=short_side,
                 end=args.frames, decode_threads=decode_threads,
             )  # fmt: skip
-            segment_video(through, request)
+            asyncio.run(segment_video(through, request))
 
     session = engine.open_session(psize)
     replay = _ReplayBackend(
@@ -138,14 +139,14 @@ class _ReplayBackend:
     def __init__(self, outputs) -> None:
         self.outputs = outputs
 
-    def open(self, session_id, processing_size, options=None):
+    async def open(self, session_id, processing_size, options=None, **_):
         return SessionHandle(session_id, "replay", processing_size)
 
-    def step(self, handle, frame_index, image, masks=None):
+    async def step(self, handle, frame_index, image, masks=None):
         out = self.outputs[frame_index]
         return StepOutput(out.frame_index, out.object_ids, out.probabilities, out.labels)
 
-    def close(self, handle) -> None:
+    async def close(self, handle) -> None:
         pass
 
 

@@ -6,11 +6,11 @@
 For each config the graphs are exported once into a temporary model repository; then, in the
 same run and on the same frames (a synthetic clip, two objects):
 
-- per-frame step time through the local engine (``LocalBackend`` over the same exported
-  graphs, in this process) and through Triton (``TritonBackend`` over gRPC to a local server
-  started with ``start_local_triton``), interleaved frame by frame so background load hits
-  both alike; median per frame (the first frames, which warm up the TorchScript executor,
-  are left out) and the ratio;
+- per-frame step time through the bare engine (a session over the same exported graphs, in
+  this process) and through Triton (``TritonBackend`` over gRPC to a local server started
+  with ``start_local_triton``, called through ``SyncBackend``), interleaved frame by frame
+  so background load hits both alike; median per frame (the first frames, which warm up the
+  TorchScript executor, are left out) and the ratio;
 - throughput with 1, 4 and 8 concurrent sessions (one thread each) on that server, and the
   largest cross-session batch the model formed.
 
@@ -64,28 +64,29 @@ def make_clip(size: tuple[int, int], frames: int, seed: int = 0):
     return images, masks
 
 
-def per_frame(local, remote, size, images, masks) -> tuple[list[float], list[float]]:
-    """Step both backends frame by frame; (local seconds, triton seconds) per frame."""
-    handles = {
-        "local": local.open("bench-local", size, {"max_objects": 4}),
-        "triton": remote.open("bench-triton", size, {"max_objects": 4}),
-    }
+def per_frame(engine, remote, size, images, masks) -> tuple[list[float], list[float]]:
+    """Step the bare engine and Triton frame by frame; (local, triton) seconds per frame."""
+    from isvos.config import MemoryOptions
+
+    session = engine.open_session(size, MemoryOptions(max_objects=4))
+    handle = remote.open("bench-triton", size, {"max_objects": 4})
     times: dict[str, list[float]] = {"local": [], "triton": []}
     for i, image in enumerate(images):
-        for name, backend in (("local", local), ("triton", remote)):
-            started = time.perf_counter()
-            backend.step(handles[name], i, image, masks if i == 0 else None)
-            times[name].append(time.perf_counter() - started)
-    local.close(handles["local"])
-    remote.close(handles["triton"])
+        first = masks if i == 0 else None
+        started = time.perf_counter()
+        session.step(i, image, first)
+        times["local"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        remote.step(handle, i, image, first)
+        times["triton"].append(time.perf_counter() - started)
+    session.close()
+    remote.close(handle)
     return times["local"][WARMUP:], times["triton"][WARMUP:]
 
 
 def throughput(url: str, sessions: int, size, images, masks) -> tuple[float, int]:
     """Frames per second over ``sessions`` concurrent sessions; the largest batch formed."""
-    from service.backends.triton import TritonBackend
-
-    backend = TritonBackend(url)
+    backend = _sync_triton(url)
     before = backend.stats()["max_step_batch"]
     barrier = threading.Barrier(sessions + 1)
     errors: list[BaseException] = []
@@ -117,6 +118,13 @@ def throughput(url: str, sessions: int, size, images, masks) -> tuple[float, int
     return sessions * (len(images) - 1) / elapsed, max(before, stats["max_step_batch"])
 
 
+def _sync_triton(url: str):
+    from service.backends import SyncBackend
+    from service.backends.triton import TritonBackend
+
+    return SyncBackend(lambda: TritonBackend(url))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["tiny", "lite"])
@@ -130,8 +138,6 @@ def main() -> None:
     import torch
 
     from isvos.engine import Engine, ScriptedRunner
-    from service.backends.local import LocalBackend
-    from service.backends.triton import TritonBackend
     from service.triton_server import start_local_triton
 
     torch.set_num_threads(args.threads)
@@ -141,12 +147,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="isvos-bench-") as tmp:
         for config in args.configs:
             repo = make_repo(config, Path(tmp))
-            local = LocalBackend(Engine(ScriptedRunner(repo / "isvos" / "1")))
+            local = Engine(ScriptedRunner(repo / "isvos" / "1"))
             server = start_local_triton(
                 repo, export_config=None, parameters={"torch_threads": args.threads}
             )
             try:
-                remote = TritonBackend(server.url)
+                remote = _sync_triton(server.url)
                 local_t, triton_t = per_frame(local, remote, size, images, masks)
                 remote.shutdown()
                 flows = {}

@@ -328,16 +328,10 @@ class SessionRecord:
         header = RecordHeader.from_json(bytes(view[14:offset]), limits)
         payloads = {}
         for slot in header.slots:
-            if offset + 4 > len(view):
-                raise _bad(f"the record is truncated before slot {slot.frame_index}")
-            (size,) = _U32.unpack_from(view, offset)
-            offset += 4
-            if offset + size > len(view):
-                raise _bad(f"the record is truncated inside slot {slot.frame_index}")
+            block, offset = _block(view, offset, f"the record, at slot {slot.frame_index}")
             payloads[slot.frame_index] = decode_slot(
-                view[offset : offset + size], header.processing_size, slot.frame_index
+                block, header.processing_size, slot.frame_index
             )
-            offset += size
         if offset != len(view):
             raise _bad(f"{len(view) - offset} unexpected bytes after the last slot")
         return cls(header, payloads)
@@ -407,21 +401,27 @@ def decode_slot(data: bytes | memoryview, size: tuple[int, int], frame_index: in
     return payload
 
 
-def _inflate(view: memoryview, offset: int, expected: int, index: int, what: str):
+def _block(view: memoryview, offset: int, where: str) -> tuple[memoryview, int]:
+    """The length-prefixed block at ``offset`` and the offset after it."""
     if offset + 4 > len(view):
-        raise _bad(f"slot {index}: truncated before its {what}")
+        raise _bad(f"{where}: truncated before a block")
     (size,) = _U32.unpack_from(view, offset)
     offset += 4
     if offset + size > len(view):
-        raise _bad(f"slot {index}: truncated inside its {what}")
+        raise _bad(f"{where}: truncated inside a block")
+    return view[offset : offset + size], offset + size
+
+
+def _inflate(view: memoryview, offset: int, expected: int, index: int, what: str):
+    block, offset = _block(view, offset, f"slot {index}, its {what}")
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(view[offset : offset + size], expected + 1)
+        out = inflater.decompress(block, expected + 1)
     except zlib.error as exc:
         raise _bad(f"slot {index}: the {what} does not decompress ({exc})") from exc
     if len(out) != expected or not inflater.eof or inflater.unconsumed_tail:
         raise _bad(f"slot {index}: the {what} does not decode to {expected} bytes")
-    return out, offset + size
+    return out, offset
 
 
 def _check_payload(payload: SlotPayload, size: tuple[int, int], frame_index: int) -> None:
