@@ -71,10 +71,15 @@ def main() -> None:
     small = [resize_frame(f, psize) for f in frames]
     masks = masks_from_labels(resize_labels(first, psize))
 
-    def bare() -> None:
+    def bare_steps() -> None:
         session = engine.open_session(psize)
         for i, image in enumerate(small):
             session.step(i, image, masks if i == 0 else None)
+
+    def bare() -> None:
+        # On the backend's engine thread, where the pipeline's steps run: torch's OpenMP
+        # team is per calling thread, and a second team would spin against the first.
+        backend.on_engine_thread(bare_steps)
 
     def pipeline(through=backend) -> None:
         with tempfile.TemporaryDirectory() as out:
@@ -84,10 +89,11 @@ def main() -> None:
             )  # fmt: skip
             asyncio.run(segment_video(through, request))
 
-    session = engine.open_session(psize)
-    replay = _ReplayBackend(
-        [session.step(i, image, masks if i == 0 else None) for i, image in enumerate(small)]
-    )
+    def record_steps() -> list:
+        session = engine.open_session(psize)
+        return [session.step(i, image, masks if i == 0 else None) for i, image in enumerate(small)]
+
+    replay = _ReplayBackend(backend.on_engine_thread(record_steps))
 
     def frames_per_second(fn) -> float:
         started = time.perf_counter()

@@ -21,15 +21,8 @@ app = typer.Typer(
 )
 
 DEFAULT_CONFIG = "lite"
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "isvos" / "checkpoints"
 EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 1
-
-
-def default_checkpoint(config: str) -> str | None:
-    """The shipped checkpoint of a config, if the package has one."""
-    path = CHECKPOINT_DIR / f"{config}.pt"
-    return str(path) if path.exists() else None
 
 
 def fail(message: str, code: int = EXIT_REFUSED) -> None:
@@ -38,6 +31,8 @@ def fail(message: str, code: int = EXIT_REFUSED) -> None:
 
 
 def _resolve_checkpoint(config: str, checkpoint: str | None) -> str | None:
+    from service.checkpoints import default_checkpoint
+
     if checkpoint:
         return checkpoint
     found = default_checkpoint(config)
@@ -411,6 +406,144 @@ def triton(
         server.stop()
     if code not in (None, 0):
         fail(f"tritonserver exited with {code}:\n{tail}")
+
+
+def _settings(**overrides):
+    """Settings from ``ISVOS_*`` variables, with the command line's overrides on top
+    (nested keys as ``section__field``); a clear message when they are not valid."""
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    nested: dict = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, _, field = key.partition("__")
+        if field:
+            nested.setdefault(section, {})[field] = value
+        else:
+            nested[key] = value
+    try:
+        return Settings(**nested)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"invalid settings: {problems}", EXIT_BAD_INPUT)
+
+
+@app.command()
+def serve(
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 8080)")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default 1)")] = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis-url", help="Redis URL (default: a private one)")
+    ] = None,
+    backend_name: Annotated[
+        str | None, typer.Option("--backend", help="local | triton (default local)")
+    ] = None,
+    triton_url: Annotated[
+        list[str] | None, typer.Option("--triton-url", help="Triton gRPC HOST:PORT (repeat)")
+    ] = None,
+    config: Annotated[str | None, typer.Option(help="Model config (default lite)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint of the local backend")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Blobs and the private Redis")
+    ] = None,
+) -> None:
+    """Run the HTTP job service: gateway, workers and (by default) a private Redis."""
+    from service.serve import serve as run
+
+    run(_settings(
+        port=port, host=host, workers=workers, redis__url=redis_url,
+        backend__kind=backend_name, backend__triton_urls=triton_url, backend__config=config,
+        backend__checkpoint=checkpoint, storage__data_dir=data_dir,
+    ))  # fmt: skip
+
+
+@app.command()
+def worker(
+    name: Annotated[str | None, typer.Option(help="Worker name (default: host-pid-random)")] = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url", help="Redis URL")] = None,
+    backend_name: Annotated[
+        str | None, typer.Option("--backend", help="local | triton")
+    ] = None,
+    triton_url: Annotated[
+        list[str] | None, typer.Option("--triton-url", help="Triton gRPC HOST:PORT")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs at once")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="The blob store")] = None,
+) -> None:
+    """Take jobs from Redis and run them until SIGTERM / Ctrl-C."""
+    from service.serve import run_worker
+
+    settings = _settings(
+        redis__url=redis_url, backend__kind=backend_name, backend__triton_urls=triton_url,
+        backend__concurrency=concurrency, storage__data_dir=data_dir,
+    )  # fmt: skip
+    if not settings.redis.url:
+        fail("a worker needs Redis: --redis-url or ISVOS_REDIS__URL", EXIT_BAD_INPUT)
+    run_worker(settings, name)
+
+
+@app.command()
+def submit(
+    video: Annotated[Path, typer.Argument(help="Video file")],
+    masks: Annotated[list[Path], typer.Option("--masks", help="Mask file(s), as for segment")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder")],
+    server: Annotated[str, typer.Option(help="Service URL")] = "http://127.0.0.1:8080",
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="ISVOS_API_KEY", help="Bearer API key")
+    ] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Processing short side")] = None,
+    overlay: Annotated[bool, typer.Option("--overlay", help="Also overlay.mp4, preview")] = False,
+    rle: Annotated[bool, typer.Option("--rle", help="Also masks.json (COCO RLE)")] = False,
+    start: Annotated[int, typer.Option(help="First frame to process")] = 0,
+    end: Annotated[int | None, typer.Option(help="Stop before this frame")] = None,
+    stride: Annotated[int, typer.Option(help="Process every N-th frame")] = 1,
+) -> None:
+    """Segment VIDEO on a running service (`isvos serve`) and write what `isvos segment`
+    writes into OUT, with a progress bar fed by the job's events."""
+    from isvos.errors import IsvosError
+    from service.client import Client
+
+    outputs = ["png_zip"] + (["rle_json"] if rle else []) + (
+        ["overlay_mp4", "preview_png"] if overlay else []
+    )
+    options = {"start": start, "end": end, "stride": stride, "outputs": outputs}
+    if size:
+        options["size"] = size
+    try:
+        with Client(server, api_key=api_key) as client:
+            job = client.submit(video, masks, options)
+            typer.echo(f"job {job['id']}: {job['status']}")
+            final = _wait_with_progress(client, job["id"])
+            if final["status"] != "succeeded":
+                error = final.get("error") or {}
+                fail(f"job {final['status']}: [{error.get('code')}] {error.get('message')}")
+            client.download(job["id"], out, outputs)
+    except IsvosError as exc:
+        fail(f"[{exc.code}] {exc}", EXIT_BAD_INPUT if not exc.retryable else EXIT_REFUSED)
+    typer.echo(f"{final['frames_done']} frames -> {out}")
+
+
+def _wait_with_progress(client, job_id: str) -> dict:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("[bold]job"), BarColumn(),
+               TextColumn("{task.completed}/{task.total} frames"),
+               TextColumn("{task.fields[fps]} fps"), TimeRemainingColumn()]  # fmt: skip
+    with Progress(*columns, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("job", total=None, fps="-")
+
+        def progress(event: dict) -> None:
+            total = event.get("frames_total")
+            bar.update(task, completed=int(event.get("frames_done", 0)),
+                       total=int(total) if total else None, fps=event.get("fps", "-"))  # fmt: skip
+
+        return client.wait(job_id, progress)
 
 
 def main() -> None:  # pragma: no cover - console entry point

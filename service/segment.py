@@ -29,9 +29,11 @@ from service.media.masks import load_mask_input
 from service.media.video import BackgroundDecoder, probe_video
 from service.runner import (
     CancelToken,
+    OutputSink,
     Progress,
     RecordSink,
     Resume,
+    RunResult,
     SessionPlan,
     from_iterator,
     prompted,
@@ -81,6 +83,10 @@ class PreparedVideo:
     processing_size: tuple[int, int]
     object_ids: list[int]
     total: int | None  # frames the run will write, when the container says
+
+    def frames_before(self, index: int, request: SegmentRequest) -> int:
+        """Frames the request processes before video frame ``index``."""
+        return max(0, -(-(index - request.start) // request.stride))
 
     def plan(self, session_id: str, request: SegmentRequest) -> SessionPlan:
         return SessionPlan(
@@ -137,18 +143,9 @@ async def segment_video(
     *,
     session_id: str | None = None,
     cancel: CancelToken | None = None,
-    resume: Resume | None = None,
-    records: RecordSink | None = None,
 ) -> SegmentSummary:
     """Segment ``request.video`` into ``request.out_dir``; see the module docstring."""
-    start = request.start if resume is None else max(request.start, resume.first_index)
-    # Decoding starts at once, overlapping the probe, the mask loading and the session's
-    # opening; the decoder checks the same limits before it decodes anything.
-    decoder = BackgroundDecoder(
-        request.video, request.limits, start, request.end, request.stride,
-        threads=request.decode_threads,
-        prepare=lambda frame: _with_model_input(frame, request.short_side),
-    )  # fmt: skip
+    decoder = start_decoder(request)  # decoding overlaps the probe and the mask loading
     try:
         prepared = prepare_video(request)
         info = prepared.info
@@ -157,24 +154,12 @@ async def segment_video(
             total=prepared.total, rle=request.rle,
             overlay_fps=(info.fps or 24.0) if request.overlay else None,
         )  # fmt: skip
-        plan = prepared.plan(session_id or uuid.uuid4().hex, request)
-        max_objects = _memory_options(request.memory_options).max_objects
-        frames = prompted(
-            from_iterator(decoder), prepared.prompts, prepared.processing_size, max_objects
-        )
-        result = await run_session(
-            backend, plan, frames, sink, resume=resume, records=records, progress=progress,
-            cancel=cancel, total=prepared.total,
+        result = await run_video(
+            backend, request, prepared, sink, decoder, session_id=session_id or uuid.uuid4().hex,
+            progress=progress, cancel=cancel,
         )  # fmt: skip
     finally:
         decoder.close()
-    if not result.frames_written:
-        raise MediaError("frame_range", f"no frames were decoded from frame {start} on")
-    if result.handle is None:
-        raise MediaError(
-            "frame_range",
-            f"no decoded frame carries the masks (given for frame {min(prepared.prompts)})",
-        )
     summary = SegmentSummary(
         frames=result.frames_written,
         objects=prepared.object_ids,
@@ -188,6 +173,54 @@ async def segment_video(
     )
     (request.out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
     return summary
+
+
+def start_decoder(request: SegmentRequest, first: int | None = None) -> BackgroundDecoder:
+    """Decode the request's frames (from ``first`` when resuming) on a background thread,
+    each with its copy at the processing size; the decoder checks the request's limits
+    before it decodes anything."""
+    start = request.start if first is None else max(request.start, first)
+    return BackgroundDecoder(
+        request.video, request.limits, start, request.end, request.stride,
+        threads=request.decode_threads,
+        prepare=lambda frame: _with_model_input(frame, request.short_side),
+    )  # fmt: skip
+
+
+async def run_video(
+    backend: Backend,
+    request: SegmentRequest,
+    prepared: PreparedVideo,
+    sink: OutputSink,
+    decoder: BackgroundDecoder,
+    *,
+    session_id: str,
+    resume: Resume | None = None,
+    records: RecordSink | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> RunResult:
+    """The loop over a prepared video's decoded frames into ``sink``."""
+    plan = prepared.plan(session_id, request)
+    max_objects = _memory_options(request.memory_options).max_objects
+    frames = prompted(
+        from_iterator(decoder), prepared.prompts, prepared.processing_size, max_objects
+    )
+    total = prepared.total
+    if resume is not None and total is not None:
+        total -= prepared.frames_before(resume.first_index, request)
+    result = await run_session(
+        backend, plan, frames, sink, resume=resume, records=records, progress=progress,
+        cancel=cancel, total=total,
+    )  # fmt: skip
+    if result.handle is None and resume is None:
+        if not result.frames_written:
+            raise MediaError("frame_range", f"no frames were decoded from frame {request.start} on")
+        raise MediaError(
+            "frame_range",
+            f"no decoded frame carries the masks (given for frame {min(prepared.prompts)})",
+        )
+    return result
 
 
 def _memory_options(options: dict) -> MemoryOptions:

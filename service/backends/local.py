@@ -172,6 +172,11 @@ class LocalBackend:
         self._executor.submit(self.manager.close_all)
         self._executor.shutdown(wait=True)
 
+    def on_engine_thread(self, function, *args):
+        """Run ``function(*args)`` on the engine's thread and wait for it (benchmarks: torch
+        on the same thread as the backend's steps, so one OpenMP thread team serves both)."""
+        return self._executor.submit(function, *args).result()
+
     def sweep(self) -> list[tuple[str, int]]:
         """Free idle sessions (the service calls this periodically)."""
         return self.manager.sweep()

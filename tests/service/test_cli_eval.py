@@ -89,7 +89,7 @@ def test_shard_command_round_trip(tmp_path):
 
 def test_the_shipped_lite_checkpoint_is_the_default_and_loads_strictly():
     from isvos.model import build, model_hash
-    from service.cli import default_checkpoint
+    from service.checkpoints import default_checkpoint
 
     path = default_checkpoint("lite")
     assert path is not None and path.endswith("lite.pt")

@@ -1,0 +1,251 @@
+"""A Python client of the job service: ``submit``, ``wait`` (with progress), ``download``.
+
+``AsyncClient`` (httpx, asyncio) does the work; ``Client`` runs it on an event loop of its
+own for code that is not async. Errors are ``IsvosError`` with the service's code, so
+callers branch on ``error.code`` / ``error.retryable``, never on message text.
+
+    with Client("http://127.0.0.1:8080") as client:
+        job = client.submit("video.mp4", ["first.png"], {"outputs": ["png_zip"]})
+        client.wait(job["id"], progress=print)
+        client.download(job["id"], "out", ["png_zip"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+
+from isvos.errors import ERRORS, IsvosError
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+TUS_CHUNK = 8 << 20
+
+
+def _error(response: httpx.Response) -> IsvosError:
+    try:
+        body = response.json()
+        code, message = body.get("code", "internal"), body.get("message", "")
+    except ValueError:
+        code, message = "internal", response.text[:500]
+    if code not in ERRORS:
+        code = "internal"
+    return IsvosError(code, message or f"HTTP {response.status_code}")
+
+
+class AsyncClient:
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers,
+                                      timeout=timeout)  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def _check(self, response: httpx.Response) -> httpx.Response:
+        if response.status_code >= 400:
+            await response.aread()
+            raise _error(response)
+        return response
+
+    # ------------------------------------------------------------------ jobs
+
+    async def submit(
+        self,
+        video: str | Path | None,
+        masks: list[str | Path],
+        options: dict | None = None,
+        *,
+        upload_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict:
+        """Create a job from a video file (or a finished upload) and its mask files."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        with contextlib.ExitStack() as files_open:
+            files = []
+            if video is not None:
+                path = Path(video)
+                files.append(("video", (path.name, files_open.enter_context(open(path, "rb")))))
+            for mask in masks:
+                path = Path(mask)
+                files.append(("masks", (path.name, files_open.enter_context(open(path, "rb")))))
+            data = {"options": json.dumps(options or {})}
+            if upload_id:
+                data["upload_id"] = upload_id
+            response = await self.http.post("/v1/jobs", files=files, data=data, headers=headers)
+        return (await self._check(response)).json()
+
+    async def get(self, job_id: str) -> dict:
+        return (await self._check(await self.http.get(f"/v1/jobs/{job_id}"))).json()
+
+    async def list(self, status: str | None = None, limit: int = 50) -> list[dict]:
+        params = {"limit": limit, **({"status": status} if status else {})}
+        return (await self._check(await self.http.get("/v1/jobs", params=params))).json()["jobs"]
+
+    async def delete(self, job_id: str) -> None:
+        await self._check(await self.http.delete(f"/v1/jobs/{job_id}"))
+
+    async def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[dict]:
+        """The job's events (``type``, ``id`` and the event's fields) until its final status;
+        reconnects after a dropped connection and resumes with ``Last-Event-ID``."""
+        last = last_event_id
+        while True:
+            headers = {"Last-Event-ID": last} if last else {}
+            try:
+                async with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
+                                            timeout=None) as response:  # fmt: skip
+                    await self._check(response)
+                    async for event in _sse(response):
+                        last = event["id"]
+                        yield event
+                        if event.get("type") == "status" and event.get("status") in TERMINAL:
+                            return
+            except (httpx.TransportError, httpx.RemoteProtocolError):
+                await asyncio.sleep(0.5)
+
+    async def wait(self, job_id: str, progress: Callable[[dict], None] | None = None) -> dict:
+        """Follow the job's events until it ends; returns the final job."""
+        async for event in self.events(job_id):
+            if progress is not None and event.get("type") == "progress":
+                progress(event)
+        return await self.get(job_id)
+
+    async def frame(self, job_id: str, index: int) -> bytes:
+        response = await self.http.get(f"/v1/jobs/{job_id}/frames/{index}.png")
+        return (await self._check(response)).content
+
+    async def result(self, job_id: str, fmt: str) -> bytes:
+        response = await self.http.get(f"/v1/jobs/{job_id}/result", params={"format": fmt})
+        return (await self._check(response)).content
+
+    async def download(self, job_id: str, out_dir: str | Path, formats: list[str]) -> None:
+        """Write the files ``isvos segment`` writes: ``masks/00000.png ...`` (png_zip),
+        ``masks.json`` (rle_json), ``overlay.mp4``, ``preview.png``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        names = {"rle_json": "masks.json", "overlay_mp4": "overlay.mp4",
+                 "preview_png": "preview.png"}  # fmt: skip
+        for fmt in formats:
+            data = await self.result(job_id, fmt)
+            if fmt == "png_zip":
+                with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                    for member in archive.namelist():
+                        name = Path(member).name
+                        if member.startswith("masks/") and name.endswith(".png"):
+                            (out / "masks").mkdir(exist_ok=True)
+                            (out / "masks" / name).write_bytes(archive.read(member))
+            else:
+                (out / names[fmt]).write_bytes(data)
+
+    # ------------------------------------------------------------------ resumable upload
+
+    async def upload(self, video: str | Path, upload_url: str | None = None) -> str:
+        """Upload ``video`` with the tus protocol; pass the ``upload_url`` of an interrupted
+        upload to resume it. Returns the upload id for ``submit(upload_id=...)``."""
+        path = Path(video)
+        size = path.stat().st_size
+        tus = {"Tus-Resumable": "1.0.0"}
+        if upload_url is None:
+            response = await self._check(await self.http.post(
+                "/v1/uploads", headers={**tus, "Upload-Length": str(size)}
+            ))  # fmt: skip
+            upload_url = response.headers["Location"]
+        head = await self._check(await self.http.head(upload_url, headers=tus))
+        offset = int(head.headers["Upload-Offset"])
+        with open(path, "rb") as source:
+            source.seek(offset)
+            while offset < size:
+                chunk = source.read(TUS_CHUNK)
+                headers = {**tus, "Upload-Offset": str(offset),
+                           "Content-Type": "application/offset+octet-stream"}  # fmt: skip
+                response = await self._check(
+                    await self.http.patch(upload_url, content=chunk, headers=headers)
+                )
+                offset = int(response.headers["Upload-Offset"])
+        return upload_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+async def _sse(response: httpx.Response) -> AsyncIterator[dict]:
+    """Server-sent events of a streamed response as dicts (``id``, ``type`` + data fields)."""
+    event: dict = {}
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                fields = json.loads("\n".join(data))
+                fields.setdefault("type", event.get("event", "message"))
+                yield {"id": event.get("id"), **fields}
+            event, data = {}, []
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if key == "data":
+            data.append(value)
+        else:
+            event[key] = value
+
+
+class Client:
+    """``AsyncClient``'s calls, blocking (an event loop of its own)."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = self._loop.run_until_complete(_make(base_url, api_key, timeout))
+
+    def _run(self, coroutine):
+        return self._loop.run_until_complete(coroutine)
+
+    def submit(self, video, masks, options=None, **kwargs) -> dict:
+        return self._run(self._client.submit(video, masks, options, **kwargs))
+
+    def get(self, job_id: str) -> dict:
+        return self._run(self._client.get(job_id))
+
+    def list(self, status: str | None = None, limit: int = 50) -> list[dict]:
+        return self._run(self._client.list(status, limit))
+
+    def delete(self, job_id: str) -> None:
+        self._run(self._client.delete(job_id))
+
+    def wait(self, job_id: str, progress=None) -> dict:
+        return self._run(self._client.wait(job_id, progress))
+
+    def frame(self, job_id: str, index: int) -> bytes:
+        return self._run(self._client.frame(job_id, index))
+
+    def result(self, job_id: str, fmt: str) -> bytes:
+        return self._run(self._client.result(job_id, fmt))
+
+    def download(self, job_id: str, out_dir, formats: list[str]) -> None:
+        self._run(self._client.download(job_id, out_dir, formats))
+
+    def upload(self, video, upload_url: str | None = None) -> str:
+        return self._run(self._client.upload(video, upload_url))
+
+    def close(self) -> None:
+        self._run(self._client.aclose())
+        self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+async def _make(base_url: str, api_key: str | None, timeout: float) -> AsyncClient:
+    return AsyncClient(base_url, api_key=api_key, timeout=timeout)

@@ -1,0 +1,147 @@
+"""Jobs: status, options and the public view (torch-free, no I/O)."""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from isvos.limits import MAX_OBJECT_ID, MIN_PROCESSING_SIDE
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+OutputFormat = Literal["png_zip", "rle_json", "overlay_mp4", "preview_png"]
+OUTPUT_FILES: dict[str, tuple[str, str]] = {
+    "png_zip": ("masks.zip", "application/zip"),
+    "rle_json": ("masks.json", "application/json"),
+    "overlay_mp4": ("overlay.mp4", "video/mp4"),
+    "preview_png": ("preview.png", "image/png"),
+}
+
+
+class MemoryOptionsModel(BaseModel):
+    """The memory policy of the job's session (spec §1.8, DESIGN decision 5)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_memory_frames: int = Field(16, ge=2, le=128, description="memory capacity in frames")
+    mem_every: int = Field(5, ge=1, le=1000, description="memorise every N-th step")
+    top_k: int = Field(20, ge=1, le=10_000, description="top-k of the memory read")
+    max_objects: int = Field(16, ge=1, le=MAX_OBJECT_ID, description="objects the job may hold")
+
+
+class JobOptions(BaseModel):
+    """What to compute. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: str | None = Field(None, description="model config; must be the one served")
+    size: int | None = Field(
+        None, ge=MIN_PROCESSING_SIDE, description="processing short side (default: the config's)"
+    )
+    start: int = Field(0, ge=0, description="first frame to process")
+    end: int | None = Field(None, ge=1, description="stop before this frame")
+    stride: int = Field(1, ge=1, le=1000, description="process every N-th frame")
+    resize_masks: bool = Field(False, description="resize masks of another size to the video")
+    memory: MemoryOptionsModel = MemoryOptionsModel()
+    outputs: list[OutputFormat] = Field(
+        default_factory=lambda: ["png_zip", "rle_json"],
+        description="result files made when the job succeeds (frames are always kept)",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> JobOptions:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start}")
+        self.outputs = list(dict.fromkeys(self.outputs))
+        return self
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    result: str
+    frames: str
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobPublic(BaseModel):
+    """A job as the API shows it."""
+
+    id: str
+    status: JobStatus
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    frames_done: int = 0
+    frames_total: int | None = None
+    fps: float | None = Field(None, description="frames per second of the current run")
+    video: dict = Field(default_factory=dict, description="width, height, fps, frames")
+    options: JobOptions
+    attempts: int = 0
+    error: JobError | None = None
+    outputs: list[str] = Field(default_factory=list, description="result formats available")
+    links: JobLinks
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str], base: str) -> JobPublic:
+        job_id = data["id"]
+        error = None
+        if data.get("error_code"):
+            error = JobError(code=data["error_code"], message=data.get("error_message", ""))
+        return cls(
+            id=job_id,
+            status=JobStatus(data["status"]),
+            created_at=float(data["created_at"]),
+            started_at=_float(data.get("started_at")),
+            finished_at=_float(data.get("finished_at")),
+            frames_done=int(data.get("frames_done") or 0),
+            frames_total=_int(data.get("frames_total")),
+            fps=_float(data.get("fps")),
+            video=json.loads(data.get("video") or "{}"),
+            options=JobOptions.model_validate_json(data["options"]),
+            attempts=int(data.get("attempts") or 0),
+            error=error,
+            outputs=json.loads(data.get("outputs_ready") or "[]"),
+            links=JobLinks(
+                self=f"{base}/v1/jobs/{job_id}",
+                events=f"{base}/v1/jobs/{job_id}/events",
+                result=f"{base}/v1/jobs/{job_id}/result",
+                frames=f"{base}/v1/jobs/{job_id}/frames/{{n}}.png",
+            ),
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobPublic]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
