@@ -8,8 +8,9 @@ workers and the gRPC server. The loop
   label maps), or primes it from a record (``Resume``) and continues after it;
 - steps every frame with the video's own frame index (the session's index), adding or
   correcting objects where a frame carries masks and forgetting those it removes;
-- hands each memorised slot and the record header to a ``RecordSink`` as they happen, so a
-  caller can persist the record incrementally (DESIGN decisions 3 and 12);
+- hands each memorised slot and the record header to a ``RecordSink``, so a caller can
+  persist the record incrementally (DESIGN decisions 3 and 12); a record is saved only
+  after every frame before it is written, so a run resumed from it loses no frame;
 - turns each step's probabilities into a label map at the original size and writes it to
   an ``OutputSink`` on a writer thread of its own, so writing overlaps the model;
 - reports progress on the event loop and stops at a ``CancelToken``.
@@ -154,7 +155,7 @@ async def run_session(
     ``keep_open`` leaves the session open on the backend (the caller closes it)."""
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
-    writer = _Writer(sink, plan.original_size, loop, progress, total, started)
+    writer = _Writer(sink, plan.original_size, loop, progress, total, started, records)
     handle: SessionHandle | None = None
     steps = 0
     object_ids: set[int] = set()
@@ -169,6 +170,7 @@ async def run_session(
                 cancel.raise_if_cancelled()
             writer.raise_if_failed()
             index = item.frame.index
+            record = None
             if resume is not None and index < resume.first_index:
                 continue  # written by the run the record came from
             first_index = index if first_index is None else first_index
@@ -180,16 +182,14 @@ async def run_session(
             output = None
             if handle is not None:
                 if item.remove:
-                    header = await backend.remove_objects(handle, list(item.remove))
-                    if records is not None:
-                        await records.save(header, None)
+                    record = (await backend.remove_objects(handle, list(item.remove)), None)
                 output = await backend.step(handle, index, item.model_input, item.masks)
                 steps += 1
                 object_ids |= set(output.object_ids)
-                if records is not None and output.header is not None:
+                if output.header is not None:
                     slot = SlotPayload(index, item.model_input, output.labels)
-                    await records.save(output.header, slot if output.memorised else None)
-            await writer.put(item.frame, output)
+                    record = (output.header, slot if output.memorised else None)
+            await writer.put(item.frame, output, record)
         await writer.finish()
     finally:
         await writer.close()
@@ -274,10 +274,12 @@ async def from_iterator(items: Iterable, executor: ThreadPoolExecutor | None = N
 
 
 class _Writer:
-    """Upsamples and writes on one thread, in order; progress is reported on the loop."""
+    """Upsamples and writes on one thread, in order; after a frame is written, the record
+    that came with it is saved (on the loop, waited for); progress is reported on the loop."""
 
-    def __init__(self, sink, size, loop, progress, total, started) -> None:
+    def __init__(self, sink, size, loop, progress, total, started, records) -> None:
         self.sink = sink
+        self.records = records
         self.size = size
         self.loop = loop
         self.progress = progress
@@ -294,12 +296,14 @@ class _Writer:
         if self.error is not None:
             raise self.error
 
-    async def put(self, frame: Frame, output: StepOutput | None) -> None:
+    async def put(self, frame: Frame, output: StepOutput | None, record=None) -> None:
         await self.room.acquire()
         self.raise_if_failed()
         if output is not None:
             self.steps += 1
-        future = self.loop.run_in_executor(self.executor, self._write, frame, output, self.steps)
+        future = self.loop.run_in_executor(
+            self.executor, self._write, frame, output, self.steps, record
+        )
         self.tasks.add(future)
         future.add_done_callback(self._done)
 
@@ -312,7 +316,7 @@ class _Writer:
         if error is not None and self.error is None:
             self.error = error
 
-    def _write(self, frame: Frame, output: StepOutput | None, steps: int) -> None:
+    def _write(self, frame: Frame, output: StepOutput | None, steps: int, record) -> None:
         if self.error is not None:
             return
         if output is None:
@@ -321,6 +325,9 @@ class _Writer:
             labels = probabilities_to_labels(output.probabilities, output.object_ids, self.size)
         self.sink.write(frame, labels)
         self.written += 1
+        if record is not None and self.records is not None:
+            save = self.records.save(*record)
+            asyncio.run_coroutine_threadsafe(save, self.loop).result()
         if self.progress is not None:
             report = Progress(self.written, self.total, frame.index, steps,
                               time.perf_counter() - self.started)  # fmt: skip

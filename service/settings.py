@@ -98,7 +98,7 @@ class JobSettings(_Section):
     # A worker renews its claim this often; a job unrenewed for lease_s moves to another.
     lease_s: float = Field(30.0, gt=0)
     # Claims a job gets before it fails (a job that crashes every worker must stop).
-    max_attempts: int = Field(3, ge=1)
+    max_attempts: int = Field(5, ge=1)
     # Progress events kept per job (a capped stream).
     events_max: int = Field(2000, ge=10)
     # How often the sweeper removes files of expired jobs.

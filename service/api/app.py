@@ -15,7 +15,7 @@ from service.api import errors
 from service.api.deps import Gateway
 from service.api.metrics import REQUESTS
 from service.api.routes import jobs, system
-from service.api.routes.uploads import uploads_router
+from service.api.routes.uploads import UploadMetadataDefaults, uploads_router
 from service.blobs import LocalBlobStore
 from service.jobs.store import JobStore
 from service.jobs.sweeper import sweep_forever
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(uploads_router(settings, uploads_dir))
     app.include_router(system.router)
+    app.add_middleware(UploadMetadataDefaults)
 
     @app.middleware("http")
     async def access_log(request: Request, call_next):

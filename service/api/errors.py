@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -67,6 +68,14 @@ def install(app: FastAPI) -> None:
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    @app.exception_handler(redis.exceptions.BusyLoadingError)
+    async def _redis_down(request: Request, exc: Exception):
+        log_event(log, "redis_unavailable", logging.WARNING, path=request.url.path,
+                  error=type(exc).__name__)  # fmt: skip
+        return error_response("unavailable", "the job store (Redis) is not reachable; retry")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -18,6 +18,7 @@ from service.api.deps import Gateway
 from service.api.upload import JobForm
 from service.blobs import job_prefix
 from service.jobs.models import JobOptions
+from service.media.video import check_complete
 from service.segment import SegmentRequest, prepare_video
 
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -84,6 +85,7 @@ async def validate(gw: Gateway, form: JobForm, options: JobOptions) -> dict[str,
         resize_masks=options.resize_masks, limits=gw.settings.limits.media(),
     )  # fmt: skip
     prepared = await asyncio.to_thread(prepare_video, request)
+    await asyncio.to_thread(check_complete, request.video, request.limits)
     info = prepared.info
     video = {"width": info.width, "height": info.height, "fps": info.fps,
              "frames": info.frame_count, "codec": info.codec}  # fmt: skip

@@ -90,6 +90,12 @@ def _open_checked(path: Path, limits: MediaLimits, threads: int = 0) -> _Opened:
     except FFmpegError as e:
         raise _unreadable(path, f"FFmpeg cannot open it ({e.strerror or e})") from e
     try:
+        if container.format.name.endswith("_pipe") or container.format.name == "image2":
+            raise MediaError(
+                "unknown_format",
+                f"{path.name!r} is a still image ({container.format.name}), not a video; "
+                "give a video file, or a folder of numbered frames.",
+            )
         streams = [
             s
             for s in container.streams.video
@@ -276,6 +282,36 @@ def _truncation(
     if decoded_s < 0.9 * header_s - 0.5:
         return f"the header says {header_s:.1f} s but frames stop at {decoded_s:.1f} s"
     return None
+
+
+def check_complete(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> int:
+    """Demux (no decoding) the video stream's packets and refuse a file that is cut short
+    of what its header declares (a truncated upload); returns the packet count."""
+    p = Path(path)
+    if p.is_dir():
+        return len(list_frame_files(p))
+    opened = _open_checked(p, limits, threads=1)
+    container, vs = opened.container, opened.stream
+    count, last_pts = 0, None
+    try:
+        try:
+            for packet in container.demux(vs):
+                if packet.size <= 0:
+                    continue
+                count += 1
+                check_count(count, limits, f"video {p.name!r}")
+                if packet.pts is not None and packet.time_base is not None:
+                    last_pts = float(packet.pts * packet.time_base)
+        except FFmpegError as e:
+            raise _unreadable(p, f"demuxing failed after packet {count} ({e.strerror or e})") from e
+        if count == 0:
+            raise _unreadable(p, "it contains no video packets")
+        problem = _truncation(container, vs, vs.frames or None, count, last_pts)
+        if problem:
+            raise _unreadable(p, problem.replace("decode", "are in the file"))
+        return count
+    finally:
+        container.close()
 
 
 def count_frames(path: str | Path) -> int:

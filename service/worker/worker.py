@@ -29,6 +29,7 @@ import time
 import uuid
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from isvos.errors import IsvosError
 from service.backends.base import Backend
@@ -41,6 +42,9 @@ from service.settings import Settings
 from service.worker.job import Fenced, JobContext, run_job, segment_request
 
 log = logging.getLogger("isvos.worker")
+# Redis unreachable or restarting (a job's writes fail; nothing is recorded until it is back).
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+              redis.exceptions.BusyLoadingError, ConnectionError)  # fmt: skip
 HEARTBEAT_TTL_S = 15
 
 
@@ -85,18 +89,14 @@ class Worker:
         slots = self.settings.backend.concurrency
         try:
             while not stop.is_set():
-                await self.redis.set(self.keys.worker(self.name), "1", ex=HEARTBEAT_TTL_S)
-                free = slots - len(self.tasks)
-                if free <= 0:
-                    await asyncio.wait(self.tasks, timeout=1.0, return_when="FIRST_COMPLETED")
-                    continue
-                entries = await self.store.reclaim(self.name, lease_ms, free)
-                if not entries:
-                    entries = await self.store.read_queue(self.name, free, block_ms=500)
-                for entry_id, job_id in entries:
-                    task = asyncio.create_task(self._handle(entry_id, job_id))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
+                try:
+                    await self._take_jobs(slots, lease_ms)
+                except REDIS_DOWN as exc:
+                    # Redis restarts or is unreachable: jobs in hand stop at their next
+                    # write; this loop waits and goes on (entries are re-claimed after).
+                    log_event(log, "redis_unavailable", logging.WARNING, worker=self.name,
+                              error=type(exc).__name__)  # fmt: skip
+                    await asyncio.sleep(1.0)
         finally:
             for token in self.tokens.values():
                 token.cancel("the worker is stopping")
@@ -107,7 +107,30 @@ class Worker:
             await self.redis.aclose()
             log_event(log, "worker_stopped", worker=self.name, jobs=self.jobs_done)
 
+    async def _take_jobs(self, slots: int, lease_ms: int) -> None:
+        await self.redis.set(self.keys.worker(self.name), "1", ex=HEARTBEAT_TTL_S)
+        free = slots - len(self.tasks)
+        if free <= 0:
+            await asyncio.wait(self.tasks, timeout=1.0, return_when="FIRST_COMPLETED")
+            return
+        entries = await self.store.reclaim(self.name, lease_ms, free)
+        if not entries:
+            entries = await self.store.read_queue(self.name, free, block_ms=500)
+        for entry_id, job_id in entries:
+            task = asyncio.create_task(self._handle(entry_id, job_id))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
     async def _handle(self, entry_id: str, job_id: str) -> None:
+        try:
+            await self._run_claimed(entry_id, job_id)
+        except REDIS_DOWN as exc:
+            # Nothing can be recorded now; the entry stays pending and is claimed again
+            # (by this worker or another) once Redis is back and the lease has run out.
+            log_event(log, "job_released", logging.WARNING, trace_id=job_id, worker=self.name,
+                      reason=f"redis: {type(exc).__name__}")  # fmt: skip
+
+    async def _run_claimed(self, entry_id: str, job_id: str) -> None:
         store = self.store
         fence = await store.claim(job_id, self.name)
         if fence == 0:  # deleted, cancelled or finished meanwhile
@@ -139,6 +162,8 @@ class Worker:
         except Fenced:
             holds = False
             log_event(log, "job_fenced", trace_id=job_id, worker=self.name, fence=fence)
+        except REDIS_DOWN:
+            raise
         except IsvosError as exc:
             if exc.code == "cancelled" and token.cancelled and not await store.holds(job_id, fence):
                 holds = False

@@ -34,3 +34,21 @@ def clip_video(tmp_path_factory, clip):
     first = folder / "first.png"
     write_indexed_png(first, labels[0])
     return video, labels[:20], first
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A Redis of this test run (free port, own data directory, append-only, fsync always)."""
+    from service.redis_server import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("redis"), appendfsync="always")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def example_clip():
+    """The committed example: 72 frames, 320x240, two shapes, and its first-frame masks."""
+    from tests.conftest import REPO
+
+    return REPO / "examples" / "shapes.mp4", REPO / "examples" / "shapes_first_frame.png"

@@ -71,7 +71,9 @@ def test_resume_from_a_persisted_record_matches_an_unbroken_run(backend, clip, t
     record = asyncio.run(store.load())
     header = record.header
     last_stored = header.last_memorised_index
-    assert header.object_ids == [1, 2] and last_stored >= 16
+    assert header.object_ids == [1, 2] and last_stored >= 10
+    # A record is saved only once the frames before it are written: it never runs ahead.
+    assert header.next_frame_index <= max(seen) + 1
     assert sorted(int(p.stem[5:]) for p in (tmp_path / "record").glob("slot-*.bin")) == [
         s.frame_index for s in header.slots
     ]
@@ -79,7 +81,6 @@ def test_resume_from_a_persisted_record_matches_an_unbroken_run(backend, clip, t
     assert result.first_index == header.next_frame_index == last_stored + 1
     assert result.steps == result.frames_written == 30 - header.next_frame_index
     assert set(resumed.labels) == set(range(header.next_frame_index, 30))
-    assert max(seen) >= 17  # the interrupted run had written past frame 17
     for index, labels in resumed.labels.items():
         np.testing.assert_array_equal(labels, full.labels[index], err_msg=f"frame {index}")
 

@@ -7,6 +7,7 @@ expire after the job retention time.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from fastapi import APIRouter, Depends
@@ -30,3 +31,29 @@ def uploads_router(settings: Settings, uploads_dir: Path) -> APIRouter:
         file_dep=files_of,
         tags=["uploads"],
     )
+
+
+_DEFAULT_METADATA = {
+    b"filename": base64.b64encode(b"upload"),
+    b"filetype": base64.b64encode(b"application/octet-stream"),
+}
+
+
+class UploadMetadataDefaults:
+    """ASGI middleware: tus makes ``Upload-Metadata`` optional, tuspyserver needs a
+    ``filename`` and a ``filetype`` in it; creations without them get neutral ones."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"].rstrip("/") == "/v1/uploads"):  # fmt: skip
+            headers = [(k, v) for k, v in scope["headers"] if k != b"upload-metadata"]
+            given = dict(scope["headers"]).get(b"upload-metadata", b"")
+            pairs = [p.strip() for p in given.split(b",") if p.strip()]
+            keys = {p.split(b" ", 1)[0] for p in pairs}
+            pairs += [k + b" " + v for k, v in _DEFAULT_METADATA.items() if k not in keys]
+            headers.append((b"upload-metadata", b",".join(pairs)))
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
