@@ -91,16 +91,23 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--no-keep-memory", action="store_true",
+        help="glibc's default allocator settings (isvos.engine.allocator off)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
-    print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
+          f"keep_memory={not args.no_keep_memory}")  # fmt: skip
     print(
         f"{'config':<10} {'size':>8} {'obj':>3} {'median step':>12} "
         f"{'non-memory':>11} {'bank MiB':>9}"
     )
     for name in args.configs:
-        engine = Engine(EagerRunner(build(name, device=args.device)))
+        engine = Engine(
+            EagerRunner(build(name, device=args.device)), keep_memory=not args.no_keep_memory
+        )
         for size in sizes:
             steps = (
                 args.steps
@@ -121,7 +128,8 @@ def main() -> None:
             + ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in peers.items())
         )
     if not args.skip_memory:
-        engine = Engine(EagerRunner(build("lite", device=args.device)))
+        engine = Engine(EagerRunner(build("lite", device=args.device)),
+                        keep_memory=not args.no_keep_memory)  # fmt: skip
         print("\nlite 240x432, 1 object: frame, memory-bank bytes, process RSS")
         for frame, nbytes, rss in bounded_memory(engine, (240, 432)):
             print(f"  frame {frame:>3}: bank {nbytes} B, RSS {rss:.0f} MiB")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -156,21 +157,19 @@ async def run_session(
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     writer = _Writer(sink, plan.original_size, loop, progress, total, started, records)
+    steps = _Steps(backend, writer, getattr(backend, "steps_in_flight", 1))
     handle: SessionHandle | None = None
-    steps = 0
-    object_ids: set[int] = set()
     first_index = last_index = None
     try:
         if resume is not None:
             handle = await backend.prime(plan.session_id, resume.record, epoch=resume.epoch,
                                          resume_index=resume.resume_index)  # fmt: skip
-            object_ids |= set(resume.record.header.object_ids)
+            steps.object_ids |= set(resume.record.header.object_ids)
         async for item in frames:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             writer.raise_if_failed()
             index = item.frame.index
-            record = None
             if resume is not None and index < resume.first_index:
                 continue  # written by the run the record came from
             first_index = index if first_index is None else first_index
@@ -179,31 +178,74 @@ async def run_session(
                 handle = await backend.open(plan.session_id, plan.processing_size,
                                             plan.memory_options,
                                             frame_stride=plan.frame_stride)  # fmt: skip
-            output = None
-            if handle is not None:
-                if item.remove:
-                    record = (await backend.remove_objects(handle, list(item.remove)), None)
-                output = await backend.step(handle, index, item.model_input, item.masks)
-                steps += 1
-                object_ids |= set(output.object_ids)
-                if output.header is not None:
-                    slot = SlotPayload(index, item.model_input, output.labels)
-                    record = (output.header, slot if output.memorised else None)
-            await writer.put(item.frame, output, record)
+            if handle is None:
+                await writer.put(item.frame, None)
+            else:
+                await steps.step(handle, item)
+        await steps.drain()
         await writer.finish()
     finally:
+        await steps.abandon()
         await writer.close()
         if handle is not None and not keep_open:
             await _close_quietly(backend, handle)
     return RunResult(
         frames_written=writer.written,
-        steps=steps,
-        object_ids=sorted(object_ids),
+        steps=steps.count,
+        object_ids=sorted(steps.object_ids),
         first_index=first_index,
         last_index=last_index,
         seconds=time.perf_counter() - started,
         handle=handle,
     )
+
+
+class _Steps:
+    """A session's steps, up to ``depth`` in flight (a backend that runs one session's steps
+    in the order they are sent, like the in-process one, takes the next step as soon as the
+    last one ends, with no round trip through the loop); results go to the writer in order."""
+
+    def __init__(self, backend: Backend, writer: _Writer, depth: int) -> None:
+        self.backend = backend
+        self.writer = writer
+        self.depth = max(1, depth)
+        self.inflight: deque[tuple[FrameInput, asyncio.Future, tuple | None]] = deque()
+        self.count = 0
+        self.object_ids: set[int] = set()
+
+    async def step(self, handle: SessionHandle, item: FrameInput) -> None:
+        removed = None
+        if item.remove:
+            await self.drain()  # removals and steps stay in order
+            removed = (await self.backend.remove_objects(handle, list(item.remove)), None)
+        index = item.frame.index
+        task = asyncio.ensure_future(
+            self.backend.step(handle, index, item.model_input, item.masks)
+        )
+        self.inflight.append((item, task, removed))
+        while len(self.inflight) >= self.depth:
+            await self._finish_one()
+
+    async def _finish_one(self) -> None:
+        item, task, record = self.inflight.popleft()
+        output = await task
+        self.count += 1
+        self.object_ids |= set(output.object_ids)
+        if output.header is not None:
+            slot = SlotPayload(item.frame.index, item.model_input, output.labels)
+            record = (output.header, slot if output.memorised else None)
+        await self.writer.put(item.frame, output, record)
+
+    async def drain(self) -> None:
+        while self.inflight:
+            await self._finish_one()
+
+    async def abandon(self) -> None:
+        """After a failure: wait for the steps in flight and drop their results."""
+        tasks = [task for _, task, _ in self.inflight]
+        self.inflight.clear()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _close_quietly(backend: Backend, handle: SessionHandle) -> None:

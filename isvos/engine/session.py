@@ -35,6 +35,7 @@ from isvos.model.memory_read import soft_aggregate
 from isvos.processing import labels_from_probabilities, padded_size
 from isvos.record import RecordHeader, SessionRecord, SlotInfo, SlotPayload
 
+from .allocator import keep_freed_memory
 from .errors import FrameIndexError, ObjectError, RecordMismatchError, SessionStateError
 from .memory_bank import MemoryBank
 from .runner import Runner
@@ -57,7 +58,16 @@ class StepResult:
 class Engine:
     """Owns the compute (a Runner) and opens sessions on it."""
 
-    def __init__(self, runner: Runner, *, memory_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        memory_dtype: torch.dtype | None = None,
+        keep_memory: bool = True,
+    ) -> None:
+        """``keep_memory``: glibc keeps freed memory for the next step (``allocator``)."""
+        if keep_memory:
+            keep_freed_memory()
         self.runner = runner
         on_gpu = runner.device.type == "cuda"
         # DESIGN decision 6: fp16 memory bank on a GPU, the runner's dtype elsewhere.

@@ -90,6 +90,8 @@ class JobPublic(BaseModel):
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    first_frame_at: float | None = Field(None, description="when the first mask was written")
+    last_frame_at: float | None = Field(None, description="when the last mask was written")
     frames_done: int = 0
     frames_total: int | None = None
     fps: float | None = Field(None, description="frames per second of the current run")
@@ -112,6 +114,8 @@ class JobPublic(BaseModel):
             created_at=float(data["created_at"]),
             started_at=_float(data.get("started_at")),
             finished_at=_float(data.get("finished_at")),
+            first_frame_at=_float(data.get("first_frame_at")),
+            last_frame_at=_float(data.get("last_frame_at")),
             frames_done=int(data.get("frames_done") or 0),
             frames_total=_int(data.get("frames_total")),
             fps=_float(data.get("fps")),

@@ -111,6 +111,10 @@ class FrameBlobSink:
             fps = self.written / max(now - self.started, 1e-9)
             fields = {"frames_done": str(self.done), "fps": f"{fps:.2f}",
                       "updated_at": repr(time.time())}  # fmt: skip
+            if self.written == 1:
+                fields["first_frame_at"] = fields["updated_at"]
+            if self.total is not None and self.done >= self.total:
+                fields["last_frame_at"] = fields["updated_at"]
             event = {"type": "progress", "frame": str(frame.index),
                      "frames_done": str(self.done), "fps": f"{fps:.2f}"}  # fmt: skip
             if self.total is not None:
