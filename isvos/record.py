@@ -46,6 +46,7 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _SLOT_HEAD = struct.Struct("<HqII")  # version, frame index, height, width
 _ZLIB_LEVEL = 1  # label maps shrink 50-100x at level 1; frames barely gain from more
+_MAX_INT = 2**53  # counters and frame indices (JSON-safe); anything larger is not a record
 
 
 class RecordError(IsvosError):
@@ -462,8 +463,8 @@ class _Fields:
 
     def integer(self, key: str, minimum: int = 0) -> int:
         value = self._get(key)
-        if type(value) is not int or value < minimum:
-            raise _bad(f"{self.where}.{key} must be an integer >= {minimum}")
+        if type(value) is not int or not minimum <= value <= _MAX_INT:
+            raise _bad(f"{self.where}.{key} must be an integer in {minimum}..{_MAX_INT}")
         return value
 
     def boolean(self, key: str) -> bool:
@@ -492,7 +493,9 @@ class _Fields:
 
     def integers(self, key: str) -> list[int]:
         values = self.array(key)
-        if len(values) > 4 * MAX_OBJECT_ID or any(type(v) is not int for v in values):
+        if len(values) > 4 * MAX_OBJECT_ID or any(
+            type(v) is not int or abs(v) > _MAX_INT for v in values
+        ):
             raise _bad(f"{self.where}.{key} must be a short list of integers")
         return values
 
@@ -502,7 +505,8 @@ class _Fields:
             raise _bad(f"{self.where}.{key} has too many entries")
         out = {}
         for k, v in mapping.items():
-            if not (isinstance(k, str) and k.isdigit() and type(v) is int):
+            plain = isinstance(k, str) and 0 < len(k) <= 3 and k.isascii() and k.isdecimal()
+            if not (plain and type(v) is int and abs(v) <= _MAX_INT):
                 raise _bad(f"{self.where}.{key} must map object ids to frame indices")
             out[int(k)] = v
         return out

@@ -467,9 +467,7 @@ def serve(
 def worker(
     name: Annotated[str | None, typer.Option(help="Worker name (default: host-pid-random)")] = None,
     redis_url: Annotated[str | None, typer.Option("--redis-url", help="Redis URL")] = None,
-    backend_name: Annotated[
-        str | None, typer.Option("--backend", help="local | triton")
-    ] = None,
+    backend_name: Annotated[str | None, typer.Option("--backend", help="local | triton")] = None,
     triton_url: Annotated[
         list[str] | None, typer.Option("--triton-url", help="Triton gRPC HOST:PORT")
     ] = None,
@@ -509,8 +507,10 @@ def submit(
     from isvos.errors import IsvosError
     from service.client import Client
 
-    outputs = ["png_zip"] + (["rle_json"] if rle else []) + (
-        ["overlay_mp4", "preview_png"] if overlay else []
+    outputs = (
+        ["png_zip"]
+        + (["rle_json"] if rle else [])
+        + (["overlay_mp4", "preview_png"] if overlay else [])
     )
     options = {"start": start, "end": end, "stride": stride, "outputs": outputs}
     if size:

@@ -57,6 +57,8 @@ class SessionPlan:
     processing_size: tuple[int, int]  # (h, w) the model sees
     memory_options: dict = field(default_factory=dict)
     frame_stride: int = 1
+    # The session's epoch on the backend (a job's next holder opens with a later one).
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -176,8 +178,8 @@ async def run_session(
             last_index = index
             if handle is None and item.masks:
                 handle = await backend.open(plan.session_id, plan.processing_size,
-                                            plan.memory_options,
-                                            frame_stride=plan.frame_stride)  # fmt: skip
+                                            plan.memory_options, frame_stride=plan.frame_stride,
+                                            epoch=plan.epoch)  # fmt: skip
             if handle is None:
                 await writer.put(item.frame, None)
             else:
@@ -219,9 +221,7 @@ class _Steps:
             await self.drain()  # removals and steps stay in order
             removed = (await self.backend.remove_objects(handle, list(item.remove)), None)
         index = item.frame.index
-        task = asyncio.ensure_future(
-            self.backend.step(handle, index, item.model_input, item.masks)
-        )
+        task = asyncio.ensure_future(self.backend.step(handle, index, item.model_input, item.masks))
         self.inflight.append((item, task, removed))
         while len(self.inflight) >= self.depth:
             await self._finish_one()

@@ -88,10 +88,10 @@ class PreparedVideo:
         """Frames the request processes before video frame ``index``."""
         return max(0, -(-(index - request.start) // request.stride))
 
-    def plan(self, session_id: str, request: SegmentRequest) -> SessionPlan:
+    def plan(self, session_id: str, request: SegmentRequest, epoch: int = 0) -> SessionPlan:
         return SessionPlan(
             session_id, (self.info.height, self.info.width), self.processing_size,
-            dict(request.memory_options), request.stride,
+            dict(request.memory_options), request.stride, epoch,
         )  # fmt: skip
 
 
@@ -195,13 +195,14 @@ async def run_video(
     decoder: BackgroundDecoder,
     *,
     session_id: str,
+    epoch: int = 0,
     resume: Resume | None = None,
     records: RecordSink | None = None,
     progress: Callable[[Progress], None] | None = None,
     cancel: CancelToken | None = None,
 ) -> RunResult:
     """The loop over a prepared video's decoded frames into ``sink``."""
-    plan = prepared.plan(session_id, request)
+    plan = prepared.plan(session_id, request, epoch)
     max_objects = _memory_options(request.memory_options).max_objects
     frames = prompted(
         from_iterator(decoder), prepared.prompts, prepared.processing_size, max_objects

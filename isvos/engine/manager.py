@@ -114,10 +114,10 @@ class SessionManager:
         try:
             session = self.engine.prime(record, resume_index=resume_index, on_memorise=on_memorise)
         except BaseException:
+            placeholder.lock.release()  # before the manager's lock: never hold both
             with self._lock:
                 if self.sessions.get(session_id) is placeholder:
                     del self.sessions[session_id]
-            placeholder.lock.release()
             raise
         placeholder.session = session
         placeholder.extra = dict(extra or {})

@@ -77,6 +77,13 @@ def install(app: FastAPI) -> None:
                   error=type(exc).__name__)  # fmt: skip
         return error_response("unavailable", "the job store (Redis) is not reachable; retry")
 
+    @app.exception_handler(redis.exceptions.ResponseError)
+    async def _redis_refused(request: Request, exc: Exception):
+        text = str(exc)
+        if text.startswith(("OOM", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS")):
+            return error_response("unavailable", f"the job store cannot write now ({text[:40]})")
+        return await _unexpected(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log_event(log, "internal_error", logging.ERROR, path=request.url.path,

@@ -9,6 +9,7 @@ masks are read); blob names are the service's own.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -23,6 +24,7 @@ MASK_SUFFIXES = (".png", ".json")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi")
 MAX_TEXT_FIELD = 64 << 10  # options JSON, upload id
 MAX_PARTS = 300
+# Part headers are bounded by python_multipart itself (size and count: a malformed body).
 TEXT_FIELDS = ("options", "upload_id")
 
 
@@ -91,7 +93,8 @@ class JobFormReader:
         })  # fmt: skip
         try:
             async for chunk in request.stream():
-                parser.write(chunk)
+                # Parsing and file writes run on a thread: the loop stays free for others.
+                await asyncio.to_thread(parser.write, chunk)
                 if self.error is not None:
                     raise self.error
             parser.finalize()
@@ -155,9 +158,7 @@ class JobFormReader:
         elif part.name == "masks" and part.filename is not None:
             index = len(self.form.mask_keys)
             if index >= self.max_mask_files:
-                return self._fail(
-                    "too_many_objects", f"more than {self.max_mask_files} mask files"
-                )
+                return self._fail("too_many_objects", f"more than {self.max_mask_files} mask files")
             suffix = _suffix(part.filename, MASK_SUFFIXES)
             if suffix is None:
                 return self._fail(

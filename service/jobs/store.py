@@ -9,6 +9,7 @@ renew and finish them. Torch-free; redis-py's asyncio client.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 
@@ -19,11 +20,14 @@ from service.keys import WORKER_GROUP, Keys
 from service.settings import JobSettings
 
 # KEYS: job, owner_jobs, owner_queued, owner_active, idem ("" = none), queue, events, stats
-# ARGV: job id, fields (JSON object), max queued, max active, ttl, events max, created
+# ARGV: job id, fields (JSON object), max queued, max active, ttl, events max, created,
+#       job key prefix (an idempotency key naming a job that is gone is replaced)
 _CREATE = """
 if KEYS[5] ~= '' then
   local existing = redis.call('GET', KEYS[5])
-  if existing then return {'existing', existing} end
+  if existing and redis.call('EXISTS', ARGV[8] .. existing) == 1 then
+    return {'existing', existing}
+  end
 end
 if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[3]) then return {'limit', 'queued'} end
 if redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[4]) then return {'limit', 'active'} end
@@ -88,8 +92,9 @@ return 1
 """
 
 # KEYS: job, owner_queued, owner_active, events, record, expiry, stats
-# ARGV: fence ("" = any: cancel), status, error code, error message, now, ttl, events max,
-#       outputs (JSON list)
+# ARGV: fence ("" = any: cancel), status, error code, error message, now, retention,
+#       events max, outputs (JSON list), grace (the keys outlive the expiry score by it, so
+#       the sweeper still finds the owner when it removes the job)
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
@@ -107,10 +112,23 @@ redis.call('SREM', KEYS[3], id)
 redis.call('DEL', KEYS[5])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'type', 'status', 'status', ARGV[2],
            'error_code', ARGV[3], 'error_message', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[4], ARGV[6])
+local keep = tonumber(ARGV[6]) + tonumber(ARGV[9])
+redis.call('EXPIRE', KEYS[1], keep)
+redis.call('EXPIRE', KEYS[4], keep)
+local idem = redis.call('HGET', KEYS[1], 'idempotency_redis_key')
+if idem and idem ~= '' then redis.call('EXPIRE', idem, keep) end
 redis.call('ZADD', KEYS[6], tonumber(ARGV[5]) + tonumber(ARGV[6]), id)
 redis.call('HINCRBY', KEYS[7], 'jobs_' .. ARGV[2], 1)
+return 1
+"""
+
+# A finished job's keys outlive its expiry time by this much, for the sweeper to find.
+SWEEP_GRACE_S = 3600
+# KEYS: job, queue; ARGV: fence, group, consumer, entry id
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'JUSTID')
 return 1
 """
 
@@ -135,6 +153,7 @@ class JobStore:
         self._report = redis.register_script(_REPORT)
         self._record = redis.register_script(_RECORD)
         self._finish = redis.register_script(_FINISH)
+        self._renew = redis.register_script(_RENEW)
 
     @staticmethod
     def new_id() -> str:
@@ -172,7 +191,7 @@ class JobStore:
             keys=[k.job(job_id), k.owner_jobs(owner), k.owner_queued(owner),
                   k.owner_active(owner), idem, k.queue, k.events(job_id), k.stats],
             args=[job_id, json.dumps(data), max_queued, max_active, self._ttl(),
-                  self.settings.events_max, repr(now)],
+                  self.settings.events_max, repr(now), k.job("")],
         )  # fmt: skip
         return CreateOutcome(_text(kind), _text(value))
 
@@ -184,7 +203,7 @@ class JobStore:
         self, owner: str, *, status: str | None, cursor: float | None, limit: int
     ) -> tuple[list[dict[str, str]], float | None]:
         """The owner's jobs, newest first, ``limit`` per page; the next page's cursor."""
-        upper = f"({cursor!r}" if cursor is not None else "+inf"
+        upper = f"({cursor!r}" if cursor is not None and math.isfinite(cursor) else "+inf"
         found: list[dict[str, str]] = []
         next_cursor = None
         while len(found) < limit:
@@ -254,23 +273,28 @@ class JobStore:
             for _stream, entries in reply or [] for entry_id, fields in entries
         ]  # fmt: skip
 
-    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[tuple[str, str]]:
-        """Entries whose worker stopped renewing them for ``min_idle_ms`` (XAUTOCLAIM)."""
+    async def reclaim(
+        self, consumer: str, min_idle_ms: int, count: int, cursor: str = "0-0"
+    ) -> tuple[list[tuple[str, str]], str]:
+        """Entries whose worker stopped renewing them for ``min_idle_ms`` (XAUTOCLAIM), and
+        the cursor to continue from (Redis scans a bounded part of the pending list)."""
         reply = await self.redis.xautoclaim(
-            self.keys.queue, WORKER_GROUP, consumer, min_idle_ms, "0-0", count=count
+            self.keys.queue, WORKER_GROUP, consumer, min_idle_ms, cursor, count=count
         )
-        entries = reply[1]
-        return [
+        entries = [
             (_text(entry_id), _text(fields.get(b"job", fields.get("job", b""))))
-            for entry_id, fields in entries if fields
+            for entry_id, fields in reply[1] if fields
         ]  # fmt: skip
+        return entries, _text(reply[0])
 
-    async def renew(self, consumer: str, entry_id: str) -> bool:
-        """Reset the idle time of this worker's entry (its lease); False if it lost it."""
-        claimed = await self.redis.xclaim(
-            self.keys.queue, WORKER_GROUP, consumer, 0, [entry_id], justid=True
+    async def renew(self, job_id: str, fence: int, consumer: str, entry_id: str) -> bool:
+        """Reset the idle time of the job's entry (the lease) if this worker still holds the
+        job (checked in the same script: a stale worker cannot take the entry back)."""
+        done = await self._renew(
+            keys=[self.keys.job(job_id), self.keys.queue],
+            args=[str(fence), WORKER_GROUP, consumer, entry_id],
         )
-        return bool(claimed)
+        return bool(done)
 
     async def ack(self, entry_id: str) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -285,10 +309,18 @@ class JobStore:
             return 0
         return int(
             await self._claim(
-                keys=[self.keys.job(job_id), self.keys.owner_queued(job["owner"]),
-                      self.keys.events(job_id)],
-                args=[worker, repr(time.time()), self.settings.max_attempts, self._ttl(),
-                      self.settings.events_max],
+                keys=[
+                    self.keys.job(job_id),
+                    self.keys.owner_queued(job["owner"]),
+                    self.keys.events(job_id),
+                ],
+                args=[
+                    worker,
+                    repr(time.time()),
+                    self.settings.max_attempts,
+                    self._ttl(),
+                    self.settings.events_max,
+                ],
             )  # fmt: skip
         )
 
@@ -320,8 +352,10 @@ class JobStore:
 
     async def holds(self, job_id: str, fence: int) -> bool:
         values = await self.redis.hmget(self.keys.job(job_id), ["fence", "status"])
-        return values[0] is not None and _text(values[0]) == str(fence) and (
-            _text(values[1]) == "running"
+        return (
+            values[0] is not None
+            and _text(values[0]) == str(fence)
+            and (_text(values[1]) == "running")
         )
 
     async def finish(
@@ -344,7 +378,7 @@ class JobStore:
                   k.events(job_id), k.record(job_id), k.expiry, k.stats],
             args=["" if fence is None else str(fence), status, error_code, message,
                   repr(time.time()), self.settings.retention_s, self.settings.events_max,
-                  json.dumps(outputs or [])],
+                  json.dumps(outputs or []), SWEEP_GRACE_S],
         )  # fmt: skip
         return bool(done)
 

@@ -29,8 +29,7 @@ async def sweep_once(gw, now: float | None = None, orphan_grace_s: float = ORPHA
     removed = {"expired": 0, "orphans": 0, "uploads": 0}
     for job_id in await gw.store.expired(now):
         await asyncio.to_thread(gw.blobs.delete_prefix, job_prefix(job_id))
-        await gw.redis.delete(gw.keys.job(job_id), gw.keys.events(job_id), gw.keys.record(job_id))
-        await gw.store.forget_expired(job_id)
+        await gw.store.delete(job_id)  # keys, owner sets, idempotency key, expiry entry
         removed["expired"] += 1
     for job_id in await asyncio.to_thread(gw.blobs.prefixes, "jobs"):
         if await gw.redis.exists(gw.keys.job(job_id)):

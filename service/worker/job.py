@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from service.backends.base import Backend
 from service.blobs import LocalBlobStore, job_prefix
 from service.jobs.models import JobOptions
 from service.jobs.store import JobStore
+from service.logs import log_event
 from service.media.base import Frame
 from service.media.limits import MediaLimits
 from service.media.masks import encode_indexed_png
@@ -33,7 +35,12 @@ from service.runner import CancelToken, Resume
 from service.segment import SegmentRequest, prepare_video, run_video, start_decoder
 from service.worker.outputs import frame_key, make_outputs
 
+log = logging.getLogger("isvos.worker")
 STATS_EVERY_S = 1.0
+# A job's session epoch is its fence shifted: the epochs a backend client moves to when it
+# re-primes a lost session (epoch + 1, + 2, ...) stay below the next holder's.
+EPOCH_SHIFT = 16
+CALL_TIMEOUT_S = 60.0
 
 
 class Fenced(IsvosError):
@@ -52,9 +59,18 @@ class JobContext:
     loop: asyncio.AbstractEventLoop
     cancel: CancelToken
 
+    @property
+    def epoch(self) -> int:
+        return self.fence << EPOCH_SHIFT
+
     def call(self, coroutine):
         """Run ``coroutine`` on the worker's loop from a writer thread, and wait."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(CALL_TIMEOUT_S)
+
+    async def check(self) -> None:
+        """``Fenced`` unless this worker still holds the job."""
+        if self.cancel.cancelled or not await self.store.holds(self.job_id, self.fence):
+            raise Fenced(self.job_id)
 
 
 class JobRecordStore(RecordStore):
@@ -73,12 +89,14 @@ class JobRecordStore(RecordStore):
         return await self.context.store.record_header(self.context.job_id)
 
     async def put_slot(self, index: int, data: bytes) -> None:
+        await self.context.check()  # a stale worker must not overwrite the holder's slots
         await asyncio.to_thread(self.context.blobs.put, f"{self.prefix}/slot-{index}.bin", data)
 
     async def get_slot(self, index: int) -> bytes | None:
         return await asyncio.to_thread(self.context.blobs.get, f"{self.prefix}/slot-{index}.bin")
 
     async def delete_slot(self, index: int) -> None:
+        await self.context.check()
         await asyncio.to_thread(self.context.blobs.delete, f"{self.prefix}/slot-{index}.bin")
 
     async def slot_indices(self) -> list[int]:
@@ -175,11 +193,15 @@ async def run_job(
     c = context
     prepared = await asyncio.to_thread(prepare_video, request)
     records = JobRecordStore(c)
-    record = await records.load(DEFAULT_SESSION_LIMITS)
+    try:
+        record = await records.load(DEFAULT_SESSION_LIMITS)
+    except IsvosError as exc:  # e.g. a slot lost with the last second of Redis writes
+        log_event(log, "record_unusable", logging.WARNING, trace_id=c.job_id, error=exc.message)
+        record = None
     resume = None
     frames_before = 0
     if record is not None and record.header.next_frame_index is not None:
-        resume = Resume(record, epoch=c.fence)
+        resume = Resume(record, epoch=c.epoch)
         frames_before = prepared.frames_before(resume.first_index, request)
         report = {"resumed_from": str(resume.first_index)}
         if not await c.store.report(c.job_id, c.fence, report):
@@ -188,8 +210,8 @@ async def run_job(
     sink = FrameBlobSink(c, frames_before, prepared.total)
     try:
         await run_video(
-            backend, request, prepared, sink, decoder, session_id=c.job_id, resume=resume,
-            records=records, progress=progress, cancel=c.cancel,
+            backend, request, prepared, sink, decoder, session_id=c.job_id, epoch=c.epoch,
+            resume=resume, records=records, progress=progress, cancel=c.cancel,
         )  # fmt: skip
     finally:
         decoder.close()
@@ -202,4 +224,5 @@ async def run_job(
     return await asyncio.to_thread(
         make_outputs, c.blobs, c.job_id, list(options.outputs), prepared.object_ids,
         (info.height, info.width), request.video, info.fps, still_holds,
+        lambda: c.cancel.cancelled,
     )  # fmt: skip

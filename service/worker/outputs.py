@@ -9,12 +9,14 @@ Each file is committed atomically under ``jobs/<id>/outputs/``.
 from __future__ import annotations
 
 import io
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from isvos.errors import IsvosError
 from service.blobs import LocalBlobStore, job_prefix
 from service.jobs.models import OUTPUT_FILES
 from service.media.masks import read_indexed_png
@@ -46,19 +48,22 @@ def make_outputs(
     video: Path,
     fps: float | None,
     still_holds: Callable[[], bool],
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> list[str]:
     """Write the requested formats; ``still_holds`` is asked before each file is committed
-    (a worker that lost the job writes nothing). Returns the formats written."""
+    and ``cancelled`` between frames (a worker that lost the job writes nothing and stops
+    at once). Returns the formats written."""
     indices = frame_indices(blobs, job_id)
     written = []
     for fmt in formats:
         with blobs.writer(output_key(job_id, fmt)) as writer:
             if fmt == "png_zip":
-                _zip(blobs, job_id, indices, writer)
+                _zip(blobs, job_id, _watched(indices, cancelled), writer)
             elif fmt == "rle_json":
-                _rle(blobs, job_id, indices, object_ids, size, writer)
+                _rle(blobs, job_id, _watched(indices, cancelled), object_ids, size, writer)
             else:
-                _overlay_or_preview(blobs, job_id, fmt, indices, size, video, fps, writer)
+                _overlay_or_preview(blobs, job_id, fmt, _watched(indices, cancelled), size,
+                                    video, fps, writer)  # fmt: skip
             if not still_holds():
                 writer.abort()
                 return written
@@ -66,9 +71,26 @@ def make_outputs(
     return written
 
 
+def _watched(indices: list[int], cancelled: Callable[[], bool]) -> list[int]:
+    """``indices``, refusing to go on once ``cancelled`` says so (checked per frame)."""
+
+    class Watched(list):
+        def __iter__(self):
+            for index in super().__iter__():
+                if cancelled():
+                    raise IsvosError("cancelled", "the job moved on while its results were made")
+                yield index
+
+    return Watched(indices)
+
+
 def _labels(blobs: LocalBlobStore, job_id: str, indices: list[int]) -> Iterator[np.ndarray]:
     for index in indices:
         yield read_indexed_png(blobs.local_path(frame_key(job_id, index)))
+
+
+def _temporary(writer, suffix: str) -> Path:
+    return writer.final.with_name(f".{writer.final.name}.{uuid.uuid4().hex}{suffix}")
 
 
 def _zip(blobs, job_id, indices, writer) -> None:
@@ -80,7 +102,7 @@ def _zip(blobs, job_id, indices, writer) -> None:
 
 def _rle(blobs, job_id, indices, object_ids, size, writer) -> None:
     # RleJsonWriter writes a file of its own; stream it into the blob afterwards.
-    temporary = writer.final.with_name(f".{writer.final.name}.rle")
+    temporary = _temporary(writer, ".rle")
     rle = RleJsonWriter(temporary, object_ids, size)
     try:
         for index, labels in zip(indices, _labels(blobs, job_id, indices), strict=True):
@@ -100,7 +122,7 @@ def _overlay_or_preview(blobs, job_id, fmt, indices, size, video, fps, writer) -
     every = max(len(indices) // PREVIEW_FRAMES, 1)
     previews = []
     overlay = None
-    temporary = writer.final.with_name(f".{writer.final.name}.mp4")
+    temporary = _temporary(writer, ".mp4")
     if fmt == "overlay_mp4":
         overlay = OverlayWriter(temporary, width, height, fps or 24.0)
     try:

@@ -75,13 +75,16 @@ class Worker:
         self.redis: aioredis.Redis | None = None
         self.store: JobStore | None = None
         self.tasks: set[asyncio.Task] = set()
-        self.tokens: dict[str, CancelToken] = {}
+        self.tokens: dict[tuple[str, int], CancelToken] = {}
         self.jobs_done = 0
+        self._reclaim_cursor = "0-0"
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take and run jobs until ``stop`` is set; then stop the jobs in hand (their
         leases expire and other workers resume them from their records)."""
-        self.redis = aioredis.from_url(self.settings.redis.url)
+        # Timeouts: a hung connection must not block a job's writes for ever.
+        self.redis = aioredis.from_url(self.settings.redis.url, socket_timeout=30,
+                                       socket_connect_timeout=5)  # fmt: skip
         self.store = JobStore(self.redis, self.keys, self.settings.jobs)
         await self.store.ensure_group()
         log_event(log, "worker_started", worker=self.name, backend=self.backend.name)
@@ -113,7 +116,9 @@ class Worker:
         if free <= 0:
             await asyncio.wait(self.tasks, timeout=1.0, return_when="FIRST_COMPLETED")
             return
-        entries = await self.store.reclaim(self.name, lease_ms, free)
+        entries, self._reclaim_cursor = await self.store.reclaim(
+            self.name, lease_ms, free, self._reclaim_cursor
+        )
         if not entries:
             entries = await self.store.read_queue(self.name, free, block_ms=500)
         for entry_id, job_id in entries:
@@ -142,8 +147,11 @@ class Worker:
             await store.ack(entry_id)
             return
         job = await store.get(job_id)
+        if job is None:  # deleted in the moment since the claim
+            await store.ack(entry_id)
+            return
         token = CancelToken()
-        self.tokens[job_id] = token
+        self.tokens[(job_id, fence)] = token
         context = JobContext(job_id, fence, store, self.blobs, asyncio.get_running_loop(), token)
         lease = asyncio.create_task(self._keep_lease(context, entry_id))
         log_event(log, "job_claimed", trace_id=job_id, worker=self.name, fence=fence,
@@ -171,6 +179,12 @@ class Worker:
             elif exc.code == "cancelled" and token.cancelled:
                 holds = False  # the worker is stopping: another one resumes the job
                 log_event(log, "job_released", trace_id=job_id, worker=self.name)
+            elif exc.retryable:
+                # The inference server is down, full or slow: not the job's fault. Leave the
+                # entry pending; after the lease a worker claims it again (attempts count).
+                holds = False
+                log_event(log, "job_released", logging.WARNING, trace_id=job_id,
+                          worker=self.name, code=exc.code, message=exc.message)  # fmt: skip
             else:
                 holds = await store.finish(job_id, fence, "failed", exc.code, exc.message)
                 log_event(log, "job_failed", trace_id=job_id, worker=self.name, code=exc.code,
@@ -181,7 +195,7 @@ class Worker:
                                        f"{type(exc).__name__}: {exc}")  # fmt: skip
         finally:
             lease.cancel()
-            self.tokens.pop(job_id, None)
+            self.tokens.pop((job_id, fence), None)
             self.jobs_done += 1
         if holds:
             await store.ack(entry_id)
@@ -192,8 +206,7 @@ class Worker:
         while True:
             await asyncio.sleep(min(every, 1.0))
             try:
-                await self.store.renew(self.name, entry_id)
-                if not await self.store.holds(context.job_id, context.fence):
+                if not await self.store.renew(context.job_id, context.fence, self.name, entry_id):
                     context.cancel.cancel(f"job {context.job_id} moved on or was cancelled")
                     return
             except Exception:  # noqa: BLE001 - Redis blips: the next round retries

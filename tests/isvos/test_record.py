@@ -137,6 +137,8 @@ def test_a_small_record_that_decodes_to_a_huge_one_is_refused_without_allocating
         ({"frame_stride": 0}, "frame_stride"),
         ({"options": {"max_memory_frames": 4, "bogus": 1}}, "options"),
         ({"options": {"max_memory_frames": 4.5}}, "options"),
+        ({"next_frame_index": 2**60}, "integer"),
+        ({"anchors": {"\u00b2": 5}}, "map object ids"),
     ],
 )  # fmt: skip
 def test_inconsistent_headers_are_refused(changes, message):

@@ -154,6 +154,12 @@ class TritonPythonModel:
     def _flush(self, pending: list, responses: list) -> None:
         if not pending:
             return
+        try:
+            self._step_pending(pending, responses)
+        finally:
+            pending.clear()
+
+    def _step_pending(self, pending: list, responses: list) -> None:
         with ExitStack() as stack:
             ready, steps, replayed = [], [], []
             for i, key, index, image, wire in pending:
@@ -168,7 +174,10 @@ class TritonPythonModel:
                 replayed.append(live.session.replayed(index))
             self.step_batch_sizes[len(steps)] += 1
             started = time.perf_counter()
-            results = self.engine.step_many(steps) if steps else []
+            try:
+                results = self.engine.step_many(steps) if steps else []
+            except Exception as exc:  # noqa: BLE001 - e.g. out of memory: every request fails
+                results = [exc] * len(steps)
             compute_ms = round((time.perf_counter() - started) * 1e3, 2)
             for (i, live), result, again in zip(ready, results, replayed, strict=True):
                 if isinstance(result, Exception):
@@ -176,7 +185,6 @@ class TritonPythonModel:
                 else:
                     extra = {"compute_ms": compute_ms, "batch": len(steps)}
                     responses[i] = self._step_response(live, result, again, extra=extra)
-        pending.clear()
 
     # ------------------------------------------------------------------ request kinds
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -107,6 +108,8 @@ async def submit_job(
         queued, active = await store.count_owner(who.owner)
         raise IsvosError("rate_limited", _limit_message(queued, active, limits))
     job = await store.get(outcome.value)
+    if job is None:  # deleted in the moment since
+        raise IsvosError("not_found", f"job {outcome.value} was deleted")
     response.headers["Location"] = f"/v1/jobs/{outcome.value}"
     return _public(job)
 
@@ -165,8 +168,10 @@ async def job_events(
                        "data": json.dumps(fields)}  # fmt: skip
                 if fields.get("type") == "status" and JobStatus(fields["status"]).terminal:
                     return
-            if not batch and await gw.store.get(job_id) is None:
-                return  # deleted meanwhile
+            if not batch:
+                job = await gw.store.get(job_id)
+                if job is None or JobStatus(job["status"]).terminal:
+                    return  # deleted, or a reconnect after the final event
 
     return EventSourceResponse(events(), ping=15)
 
@@ -189,12 +194,18 @@ async def job_result(
             f"the job is {job['status']}; results are there once it has succeeded",
         )
     if format not in json.loads(job.get("outputs_ready") or "[]"):
-        raise IsvosError(
-            "not_found", f"the job made no {format}: ask for it in options.outputs"
-        )
+        raise IsvosError("not_found", f"the job made no {format}: ask for it in options.outputs")
     name, media_type = OUTPUT_FILES[format]
-    path = gw.blobs.local_path(output_key(job_id, format))
-    return FileResponse(path, media_type=media_type, filename=f"{job_id}-{name}")
+    return _file(gw.blobs.local_path(output_key(job_id, format)), media_type, f"{job_id}-{name}")
+
+
+def _file(path, media_type: str, filename: str | None = None) -> FileResponse:
+    """A ranged file response; a file deleted meanwhile (a DELETE racing) is not found."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise IsvosError("not_found", "the file was deleted") from None
+    return FileResponse(path, media_type=media_type, filename=filename, stat_result=stat)
 
 
 @router.get(
@@ -206,8 +217,8 @@ async def job_frame(job_id: str, index: int, gw: GatewayDep, who: PrincipalDep):
     if index < 0:
         raise IsvosError("invalid_argument", "frame indices start at 0")
     key = frame_key(job_id, index)
-    if index < 100_000 and gw.blobs.exists(key):
-        return FileResponse(gw.blobs.local_path(key), media_type="image/png")
+    if gw.blobs.exists(key):
+        return _file(gw.blobs.local_path(key), "image/png")
     video = json.loads(job.get("video") or "{}")
     frames = video.get("frames")
     if frames is not None and index >= frames:
@@ -225,14 +236,18 @@ async def delete_job(job_id: str, gw: GatewayDep, who: PrincipalDep) -> Response
     await gw.store.cancel(job_id)
     await gw.store.delete(job_id)
     await asyncio.to_thread(gw.blobs.delete_prefix, job_prefix(job_id))
-    asyncio.get_running_loop().call_later(
-        DELETE_GRACE_S, lambda: asyncio.ensure_future(_delete_again(gw, job_id))
-    )
+    task = asyncio.create_task(_delete_again(gw, job_id))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
     return Response(status_code=204)
+
+
+_BACKGROUND: set[asyncio.Task] = set()
 
 
 async def _delete_again(gw, job_id: str) -> None:
     """A worker may commit one last frame while it learns the job is gone."""
+    await asyncio.sleep(DELETE_GRACE_S)
     if await gw.store.get(job_id) is None:
         await asyncio.to_thread(gw.blobs.delete_prefix, job_prefix(job_id))
 
@@ -240,4 +255,3 @@ async def _delete_again(gw, job_id: str) -> None:
 def _stream_id(text: str) -> bool:
     head, _, tail = text.partition("-")
     return head.isdigit() and tail.isdigit() and len(text) < 42
-

@@ -28,8 +28,9 @@ def test_keys_are_required(keyed, example_clip):
     video, masks = example_clip
     with keyed.client() as anonymous, keyed.client("wrong-token") as wrong:
         for client in (anonymous, wrong):
-            for method, path in (("GET", "/v1/jobs"), ("GET", "/v1/jobs/" + "0" * 32),
-                                 ("DELETE", "/v1/jobs/" + "0" * 32), ("POST", "/v1/uploads")):  # fmt: skip
+            unknown = "/v1/jobs/" + "0" * 32
+            for method, path in (("GET", "/v1/jobs"), ("GET", unknown), ("DELETE", unknown),
+                                 ("POST", "/v1/uploads")):  # fmt: skip
                 response = client.request(method, path, headers={"Tus-Resumable": "1.0.0"})
                 assert response.status_code == 401, (method, path, response.text)
                 assert response.json()["code"] == "unauthenticated"

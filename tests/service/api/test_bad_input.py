@@ -181,6 +181,17 @@ def test_bad_bodies(gateway, media):
          404, "not_found"),
         ("a hostile upload id", {"files": [mask], "data": {"upload_id": "../../etc/passwd"}},
          404, "not_found"),
+        ("a part header of 20 KiB (the parser's own limit)",
+         {"content": b"--xyz\r\nContent-Disposition: form-data; name=\"options\"\r\nX-Pad: "
+                     + b"a" * 20_000 + b"\r\n\r\n{}\r\n--xyz--\r\n",
+          "headers": {"Content-Type": "multipart/form-data; boundary=xyz"}},
+         400, "invalid_argument"),
+        ("a part with 40 headers",
+         {"content": b"--xyz\r\nContent-Disposition: form-data; name=\"options\"\r\n"
+                     + b"".join(b"X-%d: a\r\n" % i for i in range(40))
+                     + b"\r\n{}\r\n--xyz--\r\n",
+          "headers": {"Content-Type": "multipart/form-data; boundary=xyz"}},
+         400, "invalid_argument"),
         ("a broken multipart body",
          {"content": b"--xyz\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a\"",
           "headers": {"Content-Type": "multipart/form-data; boundary=xyz"}},
@@ -227,7 +238,7 @@ def test_a_hostile_filename_never_becomes_a_path(gateway, media, tmp_path):
         for name in names:
             files = [("video", ("../../v.mp4", media["video"].read_bytes())),
                      ("masks", (name, media["first"].read_bytes()))]  # fmt: skip
-            response = http.post("/v1/jobs", files=files, data={"options": "{\"size\": 96}"})
+            response = http.post("/v1/jobs", files=files, data={"options": '{"size": 96}'})
             assert response.status_code == 202, (name, response.text)
             job_id = response.json()["id"]
             stored = sorted(p.name for p in (data_dir / "blobs/jobs" / job_id / "input").iterdir())

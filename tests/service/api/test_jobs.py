@@ -96,7 +96,8 @@ def test_events_arrive_in_order_and_a_reconnect_resumes(http, example_clip):
         rest = list(_events(response))
     events = first + rest
     ids = [e["id"] for e in events]
-    assert len(ids) == len(set(ids)) and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert len(ids) == len(set(ids))
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
     assert [e["data"]["status"] for e in events if e["event"] == "status"] == [
         "queued", "running", "succeeded"]  # fmt: skip
     done = [int(e["data"]["frames_done"]) for e in events if e["event"] == "progress"]
@@ -194,7 +195,8 @@ def test_listing_pages_and_filters(http, example_clip):
     second = http.get("/v1/jobs", params={"limit": 2, "cursor": page["next_cursor"]}).json()
     assert second["jobs"][0]["id"] == ids[0]
     succeeded = http.get("/v1/jobs", params={"status": "succeeded", "limit": 200}).json()["jobs"]
-    assert {j["status"] for j in succeeded} == {"succeeded"} and set(ids) <= {j["id"] for j in succeeded}
+    assert {j["status"] for j in succeeded} == {"succeeded"}
+    assert set(ids) <= {j["id"] for j in succeeded}
     assert http.get("/v1/jobs", params={"status": "failed"}).json()["jobs"] == []
 
 
@@ -209,3 +211,32 @@ def test_health_readiness_metrics_and_docs(http):
     assert http.get("/docs").status_code == 200
     spec = http.get("/openapi.json").json()
     assert "/v1/jobs/{job_id}/events" in spec["paths"]
+
+
+def test_an_idempotency_key_of_a_job_that_is_gone_makes_a_new_job(http, service, example_clip):
+    import redis
+
+    video, masks = example_clip
+    first = submit(http, video, [masks], {"size": 96, "outputs": []}, Idempotency_Key="gone-1")
+    wait_for(http, first.json()["id"])
+    # The job's keys expire (as after the retention time), its idempotency key not yet.
+    client = redis.Redis.from_url(service.settings.redis.url)
+    client.delete(f"{service.settings.redis.key_prefix}:job:{first.json()['id']}")
+    client.close()
+    again = submit(http, video, [masks], {"size": 96, "outputs": []}, Idempotency_Key="gone-1")
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] != first.json()["id"]
+    wait_for(http, again.json()["id"])
+
+
+def test_a_reconnect_after_the_final_event_ends_at_once(http, example_clip):
+    video, masks = example_clip
+    job = submit(http, video, [masks], {"size": 96, "outputs": []}).json()
+    wait_for(http, job["id"])
+    with http.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
+        events = list(_events(response))
+    started = time.monotonic()
+    last = {"Last-Event-ID": events[-1]["id"]}
+    with http.stream("GET", f"/v1/jobs/{job['id']}/events", headers=last, timeout=10) as response:
+        assert list(_events(response)) == []
+    assert time.monotonic() - started < 5

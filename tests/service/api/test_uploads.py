@@ -21,8 +21,11 @@ def test_an_interrupted_upload_resumes_and_becomes_a_job(service, http, example_
     created = http.post("/v1/uploads", headers={**TUS, "Upload-Length": str(len(data))})
     assert created.status_code == 201, created.text
     url = created.headers["location"]
-    first = http.patch(url, content=data[:half], headers={
-        **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})  # fmt: skip
+    first = http.patch(
+        url,
+        content=data[:half],
+        headers={**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+    )
     assert first.status_code == 204 and int(first.headers["upload-offset"]) == half
     upload_id = url.rstrip("/").rsplit("/", 1)[-1]
     # Not finished yet: a job cannot use it.
@@ -95,8 +98,15 @@ def test_another_keys_upload_is_not_found(redis_server, tmp_path):
             url = a.post("/v1/uploads", headers={**TUS, "Upload-Length": "10"}).headers["location"]
             assert a.head(url, headers=TUS).status_code == 200
             assert b.head(url, headers=TUS).status_code == 404
-            patch = b.patch(url, content=b"0123456789", headers={
-                **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})  # fmt: skip
+            patch = b.patch(
+                url,
+                content=b"0123456789",
+                headers={
+                    **TUS,
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                },
+            )
             assert patch.status_code == 404
     finally:
         gateway.stop()
