@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument(
         "--no-keep-memory", action="store_true",
-        help="glibc's default allocator settings (isvos.engine.allocator off)",
+        help="glibc's default allocator settings (isvos.allocator off)",
     )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -14,6 +14,11 @@ from typing import Annotated
 
 import typer
 
+from isvos.allocator import keep_freed_memory
+
+# Before any thread exists: every thread then allocates from one arena (isvos.allocator).
+keep_freed_memory()
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,

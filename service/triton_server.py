@@ -326,6 +326,10 @@ def server_environment(server: dict[str, Path]) -> dict[str, str]:
     env_bin = str(Path(sys.prefix) / "bin")
     env["PATH"] = ":".join(p for p in (env_bin, env.get("PATH", "")) if p)
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    from isvos.allocator import ENVIRONMENT
+
+    for name, value in ENVIRONMENT.items():  # the python backend's stubs keep freed memory
+        env.setdefault(name, value)
     return env
 
 

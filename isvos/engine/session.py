@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from isvos.allocator import keep_freed_memory
 from isvos.config import MemoryOptions
 from isvos.errors import IsvosError
 from isvos.limits import MAX_OBJECT_ID, REPLAY_WINDOW
@@ -35,7 +36,6 @@ from isvos.model.memory_read import soft_aggregate
 from isvos.processing import labels_from_probabilities, padded_size
 from isvos.record import RecordHeader, SessionRecord, SlotInfo, SlotPayload
 
-from .allocator import keep_freed_memory
 from .errors import FrameIndexError, ObjectError, RecordMismatchError, SessionStateError
 from .memory_bank import MemoryBank
 from .runner import Runner
