@@ -457,6 +457,9 @@ def serve(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Blobs and the private Redis")
     ] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option("--grpc-port", help="Also serve gRPC streams on this port")
+    ] = None,
 ) -> None:
     """Run the HTTP job service: gateway, workers and (by default) a private Redis."""
     from service.serve import serve as run
@@ -464,7 +467,40 @@ def serve(
     run(_settings(
         port=port, host=host, workers=workers, redis__url=redis_url,
         backend__kind=backend_name, backend__triton_urls=triton_url, backend__config=config,
-        backend__checkpoint=checkpoint, storage__data_dir=data_dir,
+        backend__checkpoint=checkpoint, storage__data_dir=data_dir, grpc__port=grpc_port,
+    ), grpc=grpc_port is not None)  # fmt: skip
+
+
+@app.command("grpc")
+def grpc_server(
+    port: Annotated[int | None, typer.Option(help="gRPC port (default 50051)")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis-url", help="Redis URL (default: a private one)")
+    ] = None,
+    backend_name: Annotated[str | None, typer.Option("--backend", help="local | triton")] = None,
+    triton_url: Annotated[
+        list[str] | None, typer.Option("--triton-url", help="Triton gRPC HOST:PORT")
+    ] = None,
+    config: Annotated[str | None, typer.Option(help="Model config (default lite)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint of the local backend")] = None,
+    tls_cert: Annotated[
+        str | None, typer.Option("--tls-cert", help="Server certificate (PEM)")
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option("--tls-key", help="Server key (PEM)")] = None,
+    tls_client_ca: Annotated[
+        str | None, typer.Option("--tls-client-ca", help="CA of client certificates (mTLS)")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="The blob store")] = None,
+) -> None:
+    """Serve the gRPC Track stream (camera clients) until SIGTERM / Ctrl-C."""
+    from service.serve import run_grpc
+
+    run_grpc(_settings(
+        grpc__port=port, grpc__host=host, redis__url=redis_url, backend__kind=backend_name,
+        backend__triton_urls=triton_url, backend__config=config, backend__checkpoint=checkpoint,
+        grpc__tls_cert=tls_cert, grpc__tls_key=tls_key, grpc__tls_client_ca=tls_client_ca,
+        storage__data_dir=data_dir,
     ))  # fmt: skip
 
 

@@ -59,6 +59,19 @@ class Keys:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return f"{self.prefix}:idem:{owner}:{digest}"
 
+    # ------------------------------------------------------------------ streams (gRPC)
+    def stream(self, session_id: str) -> str:
+        """Hash: a Track stream's owner, sizes, options, epoch and resume point."""
+        return f"{self.prefix}:stream:{session_id}"
+
+    def stream_record(self, session_id: str) -> str:
+        """String: the stream session's record header (slots are blobs)."""
+        return f"{self.prefix}:stream:{session_id}:record"
+
+    def stream_results(self, session_id: str) -> str:
+        """List (capped): the stream's latest results, for a client resuming after a break."""
+        return f"{self.prefix}:stream:{session_id}:results"
+
     # ------------------------------------------------------------------ statistics
     @property
     def stats(self) -> str:

@@ -152,10 +152,12 @@ async def run_session(
     cancel: CancelToken | None = None,
     total: int | None = None,
     keep_open: bool = False,
+    on_open: Callable[[SessionHandle], None] | None = None,
 ) -> RunResult:
     """Run ``frames`` through one session of ``backend``; see the module docstring.
 
-    ``keep_open`` leaves the session open on the backend (the caller closes it)."""
+    ``keep_open`` leaves the session open on the backend, even after a failure (the caller
+    closes it); ``on_open`` is told the session's handle as soon as it is open or primed."""
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     writer = _Writer(sink, plan.original_size, loop, progress, total, started, records)
@@ -167,6 +169,8 @@ async def run_session(
             handle = await backend.prime(plan.session_id, resume.record, epoch=resume.epoch,
                                          resume_index=resume.resume_index)  # fmt: skip
             steps.object_ids |= set(resume.record.header.object_ids)
+            if on_open is not None:
+                on_open(handle)
         async for item in frames:
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -180,6 +184,8 @@ async def run_session(
                 handle = await backend.open(plan.session_id, plan.processing_size,
                                             plan.memory_options, frame_stride=plan.frame_stride,
                                             epoch=plan.epoch)  # fmt: skip
+                if on_open is not None:
+                    on_open(handle)
             if handle is None:
                 await writer.put(item.frame, None)
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -38,11 +39,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _start_worker(settings: Settings, index: int) -> subprocess.Popen:
+def _child(settings: Settings, *args: str) -> subprocess.Popen:
+    """``isvos ARGS`` in a child process with the service's effective settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ISVOS_")}
     env.update(settings_env(settings))
-    command = [sys.executable, "-m", "service.cli", "worker", "--name", f"serve-{index}"]
-    return subprocess.Popen(command, env=env)
+    return subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=env)
+
+
+def with_redis(settings: Settings):
+    """``settings`` with a Redis URL: the given one, or a private server's (returned too)."""
+    from service.redis_server import start_redis
+
+    if settings.redis.url:
+        return settings, None
+    process = start_redis(Path(settings.storage.data_dir) / "redis")
+    redis = settings.redis.model_copy(update={"url": process.url})
+    return settings.model_copy(update={"redis": redis}), process
 
 
 def _stop_workers(workers: list[subprocess.Popen], timeout: float = WORKER_STOP_S) -> None:
@@ -58,20 +70,20 @@ def _stop_workers(workers: list[subprocess.Popen], timeout: float = WORKER_STOP_
             worker.wait()
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, grpc: bool = False) -> None:
+    """The gateway in the foreground; workers (and the gRPC server with ``grpc``) as
+    children; a private Redis when no URL is set."""
     import uvicorn
 
     from service.api.app import create_app
     from service.logs import setup_logging
-    from service.redis_server import start_redis
 
     setup_logging(settings.log_level)
-    redis_process = None
-    if not settings.redis.url:
-        redis_process = start_redis(Path(settings.storage.data_dir) / "redis")
-        redis = settings.redis.model_copy(update={"url": redis_process.url})
-        settings = settings.model_copy(update={"redis": redis})
-    workers = [_start_worker(settings, i) for i in range(settings.workers)]
+    settings, redis_process = with_redis(settings)
+    workers = [_child(settings, "worker", "--name", f"serve-{i}")
+               for i in range(settings.workers)]  # fmt: skip
+    if grpc:
+        workers.append(_child(settings, "grpc"))
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, log_config=None,
         lifespan="on", timeout_graceful_shutdown=10,
@@ -85,10 +97,50 @@ def serve(settings: Settings) -> None:
             redis_process.stop()
 
 
+def run_grpc(settings: Settings) -> None:
+    """The gRPC server until SIGTERM or SIGINT (a second one exits at once)."""
+    from service.backends.factory import make_backend
+    from service.logs import log_event, setup_logging
+    from service.rpc.server import GrpcServer
+
+    setup_logging(settings.log_level)
+    settings, redis_process = with_redis(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def request_stop() -> None:
+            if stop.is_set():
+                os._exit(130)
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, request_stop)
+        backend = await asyncio.to_thread(make_backend, settings)
+        server = GrpcServer(settings, backend)
+        await server.start()
+        log_event(logging.getLogger("isvos.grpc"), "grpc_started", port=server.port,
+                  tls=bool(settings.grpc.tls_cert))  # fmt: skip
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+            with contextlib.suppress(Exception):
+                await backend.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        if redis_process is not None:
+            redis_process.stop()
+
+
 def run_worker(settings: Settings, name: str | None = None) -> None:
     """One worker until SIGTERM or SIGINT (a second one exits at once)."""
+    from service.backends.factory import make_backend
     from service.logs import setup_logging
-    from service.worker.worker import Worker, make_backend
+    from service.worker.worker import Worker
 
     setup_logging(settings.log_level)
 

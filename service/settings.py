@@ -109,6 +109,44 @@ class JobSettings(_Section):
         return self.lease_s / 3
 
 
+class GrpcSettings(_Section):
+    # Address of the gRPC server (`isvos grpc`, `isvos serve --grpc-port`).
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    # TLS: server certificate and key (PEM files); with client_ca also mutual TLS.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Plaintext is refused on addresses other than loopback unless this is set.
+    allow_insecure: bool = False
+    # Streams at once (server-wide and per API key), beyond which Track answers
+    # RESOURCE_EXHAUSTED.
+    max_streams: int = Field(32, ge=1)
+    max_streams_per_key: int = Field(8, ge=1)
+    # Largest message (a raw 1080p RGB frame is 6.2 MB, over gRPC's 4 MB default).
+    max_message_bytes: int = Field(16 << 20, ge=1 << 20)
+    # A broken stream can be resumed for this long (its record is kept in Redis and blobs).
+    resume_ttl_s: int = Field(600, ge=1)
+    # Results kept for a resume, in frames (those sent but maybe not received).
+    resume_results: int = Field(64, ge=1)
+    # HTTP/2 keepalive pings (seconds).
+    keepalive_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls(self) -> GrpcSettings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("grpc.tls_cert and grpc.tls_key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("grpc.tls_client_ca (mutual TLS) needs grpc.tls_cert and tls_key")
+        loopback = self.host in ("127.0.0.1", "localhost", "::1")
+        if not (self.tls_cert or loopback or self.allow_insecure):
+            raise ValueError(
+                f"grpc.host {self.host!r} is not loopback: give grpc.tls_cert/tls_key, or set "
+                "grpc.allow_insecure for a trusted network"
+            )
+        return self
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -129,6 +167,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     auth: AuthSettings = AuthSettings()
     jobs: JobSettings = JobSettings()
+    grpc: GrpcSettings = GrpcSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

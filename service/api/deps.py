@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,12 +9,13 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from isvos.errors import IsvosError
+from service.auth import ANONYMOUS, authenticate
 from service.blobs import LocalBlobStore
 from service.jobs.store import JobStore
 from service.keys import Keys
 from service.settings import Settings
 
-ANONYMOUS = "anonymous"
+__all__ = ["ANONYMOUS", "Gateway", "GatewayDep", "Principal", "PrincipalDep", "owned_job"]
 
 
 @dataclass
@@ -43,23 +42,9 @@ def gateway(request: Request) -> Gateway:
 
 
 def principal(request: Request) -> Principal:
-    """The caller's key from ``Authorization: Bearer <token>``; 401 when keys are on and
-    it is missing or unknown. Tokens are compared as SHA-256 digests in constant time."""
+    """The caller's key from ``Authorization: Bearer <token>`` (``service.auth``)."""
     settings: Settings = request.app.state.settings
-    if not settings.auth.enabled:
-        return Principal(ANONYMOUS)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise IsvosError("unauthenticated", "send an API key: 'Authorization: Bearer <key>'")
-    digest = hashlib.sha256(token.strip().encode()).hexdigest()
-    found = None
-    for name, expected in settings.auth.keys.items():  # every key compared: no early exit
-        if hmac.compare_digest(digest, expected):
-            found = name
-    if found is None:
-        raise IsvosError("unauthenticated", "the API key is not valid")
-    return Principal(found)
+    return Principal(authenticate(settings.auth, request.headers.get("authorization")))
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]

@@ -53,19 +53,30 @@ _PALETTE_KEYS: dict[int, int] = {
 }
 
 
-def _unreadable(path: Path | str, detail: str) -> MediaError:
-    return MediaError("mask_unreadable", f"cannot read mask {Path(path).name!r}: {detail}")
+def _unreadable(path: Path | str | bytes, detail: str) -> MediaError:
+    name = "mask" if isinstance(path, bytes) else Path(path).name
+    return MediaError("mask_unreadable", f"cannot read mask {name!r}: {detail}")
 
 
-def _open_image(path: Path) -> Image.Image:
-    if not path.is_file():
+def _open_image(path: Path | bytes, size: tuple[int, int] | None = None) -> Image.Image:
+    """Open and decode an image file or its bytes; with ``size`` (h, w), an image of another
+    size is refused from its header, before anything is decoded."""
+    name = "mask" if isinstance(path, bytes) else path
+    if not isinstance(path, bytes) and not path.is_file():
         raise MediaError("mask_unreadable", f"mask file {str(path)!r} does not exist.")
     try:
-        im = Image.open(path)
+        im = Image.open(io.BytesIO(path) if isinstance(path, bytes) else path)
+        if size is not None and (im.height, im.width) != tuple(size):
+            raise MediaError(
+                "mask_size_mismatch",
+                f"the mask is {im.width}x{im.height} but the frame is {size[1]}x{size[0]}",
+            )
         im.load()
         return im
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise _unreadable(path, f"not a readable image ({e}); save masks as PNG.") from e
+        if isinstance(e, MediaError):
+            raise
+        raise _unreadable(name, f"not a readable image ({e}); save masks as PNG.") from e
 
 
 def image_mode(path: str | Path) -> str:
@@ -99,14 +110,15 @@ def _rgb_to_ids(rgb: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
-def read_indexed_png(path: str | Path) -> np.ndarray:
-    """Read a label map: palette PNG indices or grayscale values are the object ids.
+def read_indexed_png(path: str | Path | bytes, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a label map (a file or its bytes): palette PNG indices or grayscale values are
+    the object ids. With ``size`` (h, w) another size is refused before decoding.
 
     An RGB(A) PNG is accepted only if every colour is a DAVIS palette colour (mapped
     to its index) or it is grey (R=G=B, values are ids); alpha is ignored.
     """
-    p = Path(path)
-    im = _open_image(p)
+    p = path if isinstance(path, bytes) else Path(path)
+    im = _open_image(p, size)
     if im.mode in ("P", "L", "1"):
         return np.asarray(im, dtype=np.uint8).copy()
     if im.mode in ("PA", "LA"):

@@ -48,23 +48,6 @@ REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 HEARTBEAT_TTL_S = 15
 
 
-def make_backend(settings: Settings) -> Backend:
-    """The configured backend (the local one loads the model: it needs the model extra)."""
-    b = settings.backend
-    if b.kind == "triton":
-        from service.backends.triton import TritonBackend
-
-        return TritonBackend(b.triton_urls[0])
-    import torch
-
-    from service.backends.local import LocalBackend
-    from service.checkpoints import resolve_checkpoint
-
-    if b.threads:
-        torch.set_num_threads(b.threads)
-    return LocalBackend.from_model(b.config, resolve_checkpoint(b.config, b.checkpoint), b.device)
-
-
 class Worker:
     def __init__(self, settings: Settings, backend: Backend, *, name: str | None = None) -> None:
         self.settings = settings
