@@ -570,6 +570,71 @@ def submit(
     typer.echo(f"{final['frames_done']} frames -> {out}")
 
 
+@app.command("stream")
+def stream_command(
+    source: Annotated[str, typer.Argument(help="Video file, /dev/videoN or rtsp:// / http:// URL")],
+    masks: Annotated[list[Path], typer.Option("--masks", help="Mask file(s), as for segment")],
+    server: Annotated[str, typer.Option(help="gRPC server HOST:PORT")] = "127.0.0.1:50051",
+    policy: Annotated[str, typer.Option(help="every_frame | latest")] = "every_frame",
+    realtime: Annotated[
+        bool, typer.Option("--realtime", help="Pace a file at its own frame rate")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write masks here")] = None,
+    overlay: Annotated[
+        bool, typer.Option("--overlay", help="Also overlay.mp4 (with --out)")
+    ] = False,
+    size: Annotated[int, typer.Option("--size", help="Processing short side (0: default)")] = 0,
+    jpeg: Annotated[bool, typer.Option("--jpeg", help="Send JPEG instead of raw RGB")] = False,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="ISVOS_API_KEY", help="Bearer API key")
+    ] = None,
+    tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="Server CA (PEM): TLS")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Client cert (mTLS)")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Client key (mTLS)")] = None,
+) -> None:
+    """Stream SOURCE to a gRPC server and get masks back frame by frame (reconnects and
+    resumes by itself)."""
+    import asyncio
+
+    from isvos.errors import IsvosError
+    from service.media.masks import load_mask_input
+    from service.rpc.camera import open_options, stream
+    from service.rpc.client import TrackClient
+
+    if policy not in ("every_frame", "latest"):
+        fail(f"unknown policy {policy!r}: every_frame | latest", EXIT_BAD_INPUT)
+
+    def prompts(frame_size):
+        spec = masks[0] if len(masks) == 1 else list(masks)
+        return load_mask_input(spec, frame_size)
+
+    def read(path):
+        return path.read_bytes() if path else None
+
+    client = TrackClient(
+        server, api_key=api_key, root_certificates=read(tls_ca),
+        certificate_chain=read(tls_cert), private_key=read(tls_key),
+        open_options=open_options(size, policy),
+    )  # fmt: skip
+
+    def status(report) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write("\r" + report.status() + "  ")
+            sys.stderr.flush()
+
+    async def run():
+        async with client:
+            return await stream(client, source, prompts, out, realtime=realtime,
+                                overlay=overlay, encoding="jpeg" if jpeg else "rgb",
+                                status=status)  # fmt: skip
+
+    try:
+        report = asyncio.run(run())
+    except IsvosError as exc:
+        fail(f"[{exc.code}] {exc}", EXIT_REFUSED if exc.retryable else EXIT_BAD_INPUT)
+    typer.echo(("\n" if sys.stderr.isatty() else "") + report.status())
+
+
 def _wait_with_progress(client, job_id: str) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 

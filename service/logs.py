@@ -40,4 +40,6 @@ def setup_logging(level: str = "info", stream=None) -> None:
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields) -> None:
     """Log ``event`` with ``fields`` as JSON members (``trace_id`` for a job's events)."""
     fields.setdefault("event", event)
-    logger.log(level, event, extra={"when": time.time(), **fields})
+    # Names a LogRecord has itself (message, args, ...) would clash: they get a suffix.
+    extra = {(f"{k}_" if k in _STANDARD else k): v for k, v in fields.items()}
+    logger.log(level, event, extra={"when": time.time(), **extra})

@@ -145,6 +145,16 @@ class TrackClient:
     ) -> AsyncIterator[pb.FrameResult]:
         """Results of ``frames``, one per processed frame, in order, across reconnects."""
         state = _State(frames.__aiter__(), self.keep)
+        feeder = asyncio.create_task(state.feed())  # outlives connections: never cancelled
+        try:  # while it awaits the caller's source
+            async for result in self._connections(state, close):
+                yield result
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(BaseException):
+                await feeder
+
+    async def _connections(self, state: _State, close: bool) -> AsyncIterator[pb.FrameResult]:
         delay, deadline = 0.2, None
         while True:
             call = self._stub().Track(metadata=self.metadata)
@@ -202,6 +212,7 @@ class _State:
     def __init__(self, source, keep: int) -> None:
         self.source = source
         self.keep = keep
+        self.queue: asyncio.Queue = asyncio.Queue(2)  # frames pulled from the source
         self.sent: deque[SendFrame] = deque()
         self.forgotten = -1  # the largest index dropped from ``sent``
         self.last_received = -1
@@ -221,14 +232,18 @@ class _State:
             )
         return [f for f in self.sent if f.index > index]
 
+    async def feed(self) -> None:
+        async for frame in self.source:
+            await self.queue.put(frame)
+        await self.queue.put(None)
+
     async def write(self, call, resend: list[SendFrame], close: bool) -> None:
         for frame in resend:
             for request in frame_request(frame):
                 await call.write(request)
         while not self.exhausted:
-            try:
-                frame = await self.source.__anext__()
-            except StopAsyncIteration:
+            frame = await self.queue.get()
+            if frame is None:
                 self.exhausted = True
                 break
             self.sent.append(frame)

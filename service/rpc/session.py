@@ -93,6 +93,7 @@ class TrackSession:
         self.handle = None
         self.stopping = False  # the call is over: the sink stops waiting for room
         self.step_clients: dict[int, int] = {}  # session step -> client index (recent)
+        self.written_step = -1  # the last step whose result was produced
 
     # ------------------------------------------------------------------ the call
 
@@ -276,6 +277,11 @@ class TrackSession:
             return
         try:
             record = await self.backend.record(handle)
+            if record.header.next_frame_index != self.written_step + 1:
+                # Frames were stepped whose results were never produced: a record past them
+                # would lose them. The last periodic record (saved as frames are written)
+                # stays the resume point.
+                raise IsvosError("failed_precondition", "results are behind the session")
             store = self.store.records(self.session_id, self.epoch, self._on_save)
             for _, payload in record.slots():  # every slot first, then the header naming them
                 await store.put_slot(payload.frame_index, encode_slot(payload))
@@ -407,6 +413,7 @@ class _Sink:
                 result.objects.add(object_id=entry["id"],
                                    rle_counts=entry["segmentation"]["counts"].encode())  # fmt: skip
         s.processed += 1
+        s.written_step = frame.index
         s.unsaved.append(f"{meta.client_index}:{_b64(result.SerializeToString())}")
         if meta.client_index <= s.suppress_through:
             return  # the resuming client has it

@@ -58,6 +58,12 @@ class CuttableProxy:
             pass
         s.close()
 
+    def retarget(self, upstream: str) -> None:
+        """New connections go to ``upstream`` (another replica); open ones are cut."""
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.cut()
+
     def cut(self) -> None:
         with self._lock:
             open_sockets = list(self._sockets)

@@ -132,3 +132,62 @@ def wait_for(client: httpx.Client, job_id: str, statuses=("succeeded", "failed",
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} still {job.get('status')}: {job}")
         time.sleep(0.05)
+
+
+class GrpcProcess:
+    """``isvos grpc`` in a process of its own (its port read from its log)."""
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str | None = None) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.name = name or f"g-{uuid.uuid4().hex[:6]}"
+        self.port = settings.grpc.port
+        self.process = None
+        self.start()
+
+    def start(self) -> GrpcProcess:
+        import json
+
+        self.log_path = self.log_dir / f"{self.name}-{uuid.uuid4().hex[:4]}.log"
+        settings = self.settings
+        if self.port:
+            settings = settings.model_copy(update={
+                "grpc": settings.grpc.model_copy(update={"port": self.port})})  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ISVOS_")}
+        env.update(settings_env(settings))
+        env["PYTHONPATH"] = str(REPO)
+        self.log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        command = [sys.executable, "-m", "service.cli", "grpc"]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=REPO
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            text = self.log_path.read_text(errors="replace")
+            for line in text.splitlines():
+                if '"grpc_started"' in line:
+                    self.port = json.loads(line)["port"]
+                    self.target = f"127.0.0.1:{self.port}"
+                    return self
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the gRPC server did not start:\n{text[-3000:]}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.log_file.close()
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if not self.log_file.closed:
+            self.log_file.close()

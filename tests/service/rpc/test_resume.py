@@ -1,0 +1,107 @@
+"""A stream survives a cut connection, a killed and restarted server, and a move to another
+server replica: the client resumes with its token and gets the results of an unbroken
+stream, each frame once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import numpy as np
+import pytest
+
+from service.rpc.client import SendFrame, TrackClient, result_labels
+from service.rpc.gen import segmentation_pb2 as pb
+from tests.helpers.proxy import CuttableProxy
+from tests.helpers.stack import GrpcProcess, make_settings
+from tests.service.rpc.conftest import stream
+
+pytestmark = pytest.mark.timeout(240)
+SMALL = pb.Open(short_side=96, memory=pb.MemoryOptions(mem_every=4))
+
+
+def _stream_with(target: str, frames, first, on_index):
+    """Stream through ``target``; ``on_index(i)`` runs before frame i is sent."""
+
+    async def gen():
+        for i, image in enumerate(frames):
+            await on_index(i)
+            yield SendFrame(i, image, first if i == 0 else None)
+
+    async def run():
+        async with TrackClient(target, open_options=SMALL, reconnect_s=60) as client:
+            return [r async for r in client.track(gen())], client.reconnects
+
+    return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def reference(grpc_server, clip_frames):
+    frames, first = clip_frames
+    results, _ = stream(grpc_server.target, frames, {0: first}, open_options=SMALL)
+    return {r.index: result_labels(r) for r in results}
+
+
+def _assert_identical(results, reference):
+    assert [r.index for r in results] == list(range(72))  # every frame once, in order
+    for r in results:
+        np.testing.assert_array_equal(result_labels(r), reference[r.index], f"frame {r.index}")
+
+
+def test_a_cut_connection_resumes_identically(grpc_server, clip_frames, reference):
+    frames, first = clip_frames
+    proxy = CuttableProxy(grpc_server.target)
+
+    async def cut(i):
+        if i in (25, 50):
+            proxy.cut()
+            await asyncio.sleep(0.2)
+
+    try:
+        results, reconnects = _stream_with(proxy.url, frames, first, cut)
+    finally:
+        proxy.close()
+    assert reconnects >= 1
+    _assert_identical(results, reference)
+
+
+def test_a_killed_server_restarted_resumes_identically(
+    redis_server, tmp_path, clip_frames, reference
+):
+    frames, first = clip_frames
+    server = GrpcProcess(make_settings(redis_server.url, tmp_path, grpc={"port": 0}), tmp_path)
+
+    async def kill(i):
+        if i == 30:
+            server.kill()  # SIGKILL: no goodbye, only the periodic record survives
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.start)  # the same port
+
+    try:
+        results, reconnects = _stream_with(server.target, frames, first, kill)
+    finally:
+        server.stop()
+    assert reconnects >= 1 and '"stream_resumed"' in server.log()
+    _assert_identical(results, reference)
+
+
+def test_another_replica_takes_over(redis_server, tmp_path, clip_frames, reference):
+    frames, first = clip_frames
+    settings = make_settings(redis_server.url, tmp_path, grpc={"port": 0})
+    a = GrpcProcess(settings, tmp_path, "a")
+    b = GrpcProcess(settings, tmp_path, "b")
+    proxy = CuttableProxy(a.target)  # the address clients know (a load balancer's)
+
+    async def fail_over(i):
+        if i == 40:
+            a.process.send_signal(signal.SIGKILL)
+            proxy.retarget(b.target)
+
+    try:
+        results, reconnects = _stream_with(proxy.url, frames, first, fail_over)
+    finally:
+        proxy.close()
+        a.stop()
+        b.stop()
+    assert reconnects >= 1 and '"stream_resumed"' in b.log()
+    _assert_identical(results, reference)
