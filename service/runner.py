@@ -211,47 +211,78 @@ async def run_session(
 class _Steps:
     """A session's steps, up to ``depth`` in flight (a backend that runs one session's steps
     in the order they are sent, like the in-process one, takes the next step as soon as the
-    last one ends, with no round trip through the loop); results go to the writer in order."""
+    last one ends, with no round trip through the loop). A task of its own hands results to
+    the writer in order as they end, so a result never waits for the next frame to arrive
+    (a live stream's next frame may depend on it)."""
 
     def __init__(self, backend: Backend, writer: _Writer, depth: int) -> None:
         self.backend = backend
         self.writer = writer
-        self.depth = max(1, depth)
+        self.room = asyncio.Semaphore(max(1, depth))
         self.inflight: deque[tuple[FrameInput, asyncio.Future, tuple | None]] = deque()
+        self.queued = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.error: BaseException | None = None
         self.count = 0
         self.object_ids: set[int] = set()
+        self.finisher = asyncio.ensure_future(self._finish_in_order())
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
 
     async def step(self, handle: SessionHandle, item: FrameInput) -> None:
         removed = None
         if item.remove:
             await self.drain()  # removals and steps stay in order
             removed = (await self.backend.remove_objects(handle, list(item.remove)), None)
+        await self.room.acquire()
+        self._raise_if_failed()
         index = item.frame.index
-        task = asyncio.ensure_future(self.backend.step(handle, index, item.model_input, item.masks))
+        task = asyncio.ensure_future(
+            self.backend.step(handle, index, item.model_input, item.masks)
+        )
         self.inflight.append((item, task, removed))
-        while len(self.inflight) >= self.depth:
-            await self._finish_one()
+        self.idle.clear()
+        self.queued.set()
 
-    async def _finish_one(self) -> None:
-        item, task, record = self.inflight.popleft()
-        output = await task
-        self.count += 1
-        self.object_ids |= set(output.object_ids)
-        if output.header is not None:
-            slot = SlotPayload(item.frame.index, item.model_input, output.labels)
-            record = (output.header, slot if output.memorised else None)
-        await self.writer.put(item.frame, output, record)
+    async def _finish_in_order(self) -> None:
+        while True:
+            await self.queued.wait()
+            while self.inflight:
+                item, task, record = self.inflight[0]
+                try:
+                    output = await task
+                    self.count += 1
+                    self.object_ids |= set(output.object_ids)
+                    if output.header is not None:
+                        slot = SlotPayload(item.frame.index, item.model_input, output.labels)
+                        record = (output.header, slot if output.memorised else None)
+                    await self.writer.put(item.frame, output, record)
+                except BaseException as exc:  # noqa: BLE001 - raised to the loop
+                    self.error = exc
+                    self.idle.set()
+                    self.room.release()
+                    return
+                self.inflight.popleft()
+                self.room.release()
+            self.queued.clear()
+            self.idle.set()
 
     async def drain(self) -> None:
-        while self.inflight:
-            await self._finish_one()
+        """Wait until every step sent so far is finished and handed to the writer."""
+        waiter = asyncio.ensure_future(self.idle.wait())
+        await asyncio.wait({waiter, self.finisher}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        self._raise_if_failed()
 
     async def abandon(self) -> None:
-        """After a failure: wait for the steps in flight and drop their results."""
+        """After a failure: stop handing results on; wait for the steps in flight."""
+        self.finisher.cancel()
         tasks = [task for _, task, _ in self.inflight]
         self.inflight.clear()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(self.finisher, *tasks, return_exceptions=True)
 
 
 async def _close_quietly(backend: Backend, handle: SessionHandle) -> None:

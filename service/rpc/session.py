@@ -57,7 +57,7 @@ class _FrameMeta:
     capture_time_us: int
     received_time_us: int
     dropped: list[int] = field(default_factory=list)
-    taken: float = 0.0  # perf_counter when the loop took the frame
+    taken: float = 0.0  # perf_counter when the server started on the frame (decoding)
 
 
 class _End(Exception):
@@ -228,11 +228,11 @@ class TrackSession:
                     f"frame index {frame.index} does not follow {self.last_client_index}: "
                     "indices must increase",
                 )
+            meta.taken = time.perf_counter()  # the server's time starts with decoding
             image, masks = await asyncio.to_thread(self._decode, frame)
             self.last_client_index = frame.index
             step = self.step
             self.step += 1
-            meta.taken = time.perf_counter()
             self.frames[step] = meta
             self.step_clients[step] = frame.index
             self.step_clients.pop(step - 4 * RESULT_QUEUE - 64, None)  # recent steps only
@@ -402,7 +402,7 @@ class _Sink:
         result = pb.FrameResult(
             index=meta.client_index, capture_time_us=meta.capture_time_us,
             height=labels.shape[0], width=labels.shape[1],
-            step_ms=(time.perf_counter() - meta.taken) * 1e3,
+            step_ms=(time.perf_counter() - meta.taken) * 1e3,  # decode to encoded result
             dropped_indices=meta.dropped, received_time_us=meta.received_time_us,
         )  # fmt: skip
         if s.open_msg.mask_format == pb.MASK_FORMAT_INDEXED_PNG:

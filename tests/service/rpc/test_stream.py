@@ -113,3 +113,32 @@ def test_get_and_close_session(grpc_server, clip_frames):
     assert asyncio.run(calls()) == grpc.StatusCode.NOT_FOUND
     started = time.monotonic()
     assert time.monotonic() - started < 5
+
+
+def test_a_client_that_waits_for_each_result_before_the_next_frame(grpc_server, clip_frames):
+    """One frame in flight at a time: the server hands each result on without waiting for
+    the next frame (a pipelined engine must not hold results back)."""
+    from service.rpc.client import SendFrame, TrackClient
+
+    frames, first = clip_frames
+    turn = None
+
+    async def run():
+        nonlocal turn
+        turn = asyncio.Event()
+        turn.set()
+
+        async def gen():
+            for i, image in enumerate(frames[:20]):
+                await asyncio.wait_for(turn.wait(), 10)
+                turn.clear()
+                yield SendFrame(i, image, first if i == 0 else None)
+
+        async with TrackClient(grpc_server.target, open_options=SMALL) as client:
+            out = []
+            async for result in client.track(gen()):
+                out.append(result.index)
+                turn.set()
+            return out
+
+    assert asyncio.run(asyncio.wait_for(run(), 60)) == list(range(20))
