@@ -108,6 +108,10 @@ def main() -> None:
     parser.add_argument("--streams", nargs="+", type=int, default=[4, 8])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--triton", action="store_true")
+    parser.add_argument(
+        "--camera", type=int, default=0,
+        help="resize the clip's frames to this short side first (a camera of that size)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     import torch
@@ -122,8 +126,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     clip = [f.image for f in iter_frames(DAVIS / "videos" / "blackswan.mp4")]
-    frames = [clip[i % len(clip)] for i in range(args.frames)]
     first = read_indexed_png(DAVIS / "masks" / "blackswan" / "00000.png")
+    if args.camera:
+        camera = processing_size(*clip[0].shape[:2], args.camera)
+        clip = [resize_frame(f, camera) for f in clip]
+        first = resize_labels(first, camera)
+    frames = [clip[i % len(clip)] for i in range(args.frames)]
     psize = processing_size(*frames[0].shape[:2], args.size)
     small = [resize_frame(f, psize) for f in frames]
     prompt = masks_from_labels(resize_labels(first, psize))
@@ -173,7 +181,8 @@ def main() -> None:
     finally:
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nblackswan 854x480 raw RGB, {args.frames} frames, processing "
+    height, width = frames[0].shape[:2]
+    print(f"\nblackswan {width}x{height} raw RGB, {args.frames} frames, processing "
           f"{psize[1]}x{psize[0]}, {args.threads} threads, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"{'config':<7}{'backend':<8}{'added p50':>10}{'added p99':>10}{'server ms':>10}"

@@ -190,10 +190,11 @@ class TrackClient:
                     if not (error.retryable or exc.code() in RECONNECT):
                         raise error from None
             finally:
-                if writer is not None and not writer.done():
-                    writer.cancel()
+                if writer is not None:
+                    if not writer.done():
+                        writer.cancel()
                     with contextlib.suppress(BaseException):
-                        await writer
+                        await writer  # also retrieves a failure of a finished writer
                 call.cancel()
             # The connection broke (or the server went away): back off, then resume.
             now = asyncio.get_running_loop().time()
