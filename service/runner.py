@@ -240,9 +240,7 @@ class _Steps:
         await self.room.acquire()
         self._raise_if_failed()
         index = item.frame.index
-        task = asyncio.ensure_future(
-            self.backend.step(handle, index, item.model_input, item.masks)
-        )
+        task = asyncio.ensure_future(self.backend.step(handle, index, item.model_input, item.masks))
         self.inflight.append((item, task, removed))
         self.idle.clear()
         self.queued.set()
