@@ -36,6 +36,17 @@ def make_settings(redis_url: str, data_dir: Path, **sections) -> Settings:
     return Settings(**base)
 
 
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL once ``timeout`` passes; returns once the process is gone."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class GatewayServer:
     """The FastAPI app under uvicorn on a free port, in a thread of this process."""
 
@@ -102,12 +113,7 @@ class WorkerProcess:
     def stop(self, timeout: float = 20) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self.log_file.close()
 
 
@@ -182,12 +188,7 @@ class GrpcProcess:
         self.log_file.close()
 
     def stop(self, timeout: float = 20) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process, timeout)
         if not self.log_file.closed:
             self.log_file.close()

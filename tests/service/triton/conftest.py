@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,13 @@ def assert_same_outputs(a, b, atol=1e-4):
         assert excess.max() <= 0, (
             f"frame {x.frame_index}: probabilities differ by {np.abs(p - q).max():.2e}"
         )
+
+
+def segment_reference(video: Path, masks: Path, out: Path, triton_url: str) -> None:
+    """``isvos segment`` at short side 96 on the Triton backend: what a service run must equal."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "segment", str(video), "--masks", str(masks),
+         "--out", str(out), "--size", "96", "--backend", "triton", "--triton-url", triton_url],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

@@ -3,8 +3,6 @@ triton` on the same video and config; several streams at once batch on the serve
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -13,9 +11,9 @@ from PIL import Image
 
 from service.rpc.client import result_labels
 from service.rpc.gen import segmentation_pb2 as pb
-from tests.conftest import REPO
 from tests.helpers.stack import GrpcProcess, make_settings
 from tests.service.rpc.conftest import stream
+from tests.service.triton.conftest import segment_reference
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,13 +35,7 @@ def test_streams_on_the_triton_backend(triton_server, redis_server, example_clip
     finally:
         server.stop()
     reference = tmp_path / "reference"
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "segment", str(video), "--masks", str(masks),
-         "--out", str(reference), "--size", "96", "--backend", "triton", "--triton-url",
-         triton_server.url],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    segment_reference(video, masks, reference, triton_server.url)
     for results in runs:
         assert [r.index for r in results] == list(range(72))
         for r in results:

@@ -4,16 +4,14 @@ once by one worker, masks equal to `isvos segment --backend triton`."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO
 from tests.helpers.stack import GatewayServer, WorkerProcess, make_settings, submit, wait_for
+from tests.service.triton.conftest import segment_reference
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -38,13 +36,7 @@ def test_jobs_on_the_triton_backend(triton_server, redis_server, example_clip, t
     starts = sorted(f["started_at"] for f in finals)
     assert starts[-1] < min(f["last_frame_at"] for f in finals)
     reference = tmp_path / "reference"
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "segment", str(video), "--masks", str(masks),
-         "--out", str(reference), "--size", "96", "--backend", "triton", "--triton-url",
-         triton_server.url],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    segment_reference(video, masks, reference, triton_server.url)
     for archive in archives:
         with zipfile.ZipFile(io.BytesIO(archive)) as zipped:
             assert len(zipped.namelist()) == 72
