@@ -28,11 +28,10 @@ import numpy as np
 import torch
 
 from isvos.config import get_config
-from isvos.engine import EagerRunner, Engine
-from isvos.model import build
 from isvos.processing import masks_from_labels, processing_size, resize_frame, resize_labels
 from service.backends.base import SessionHandle, StepOutput
 from service.backends.local import LocalBackend
+from service.checkpoints import resolve_checkpoint
 from service.media.masks import read_indexed_png
 from service.media.video import iter_frames, probe_video
 from service.segment import SegmentRequest, segment_video
@@ -54,15 +53,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--checkpoint", default=None, help="default: the shipped one; 'random'")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    checkpoint = (
+        None if args.checkpoint == "random" else resolve_checkpoint(args.config, args.checkpoint)
+    )
     short_side = args.size or get_config(args.config).default_short_side
     info = probe_video(args.video)
     first = read_indexed_png(args.masks)
     psize = processing_size(info.height, info.width, short_side)
-    engine = Engine(EagerRunner(build(args.config, device=args.device)))
+    # Built and stepped on the backend's engine thread, as `isvos segment` runs it: torch's
+    # OpenMP team is per calling thread, and a second team throttles both (caller_thread).
+    backend = LocalBackend.from_model(args.config, checkpoint, device=args.device)
+    engine = backend.engine
     decode_threads = 1 if args.device == "cpu" else 0  # as `isvos segment` chooses
-    backend = LocalBackend(engine)  # the engine on its thread, as `isvos segment` runs it
 
     def decode(threads: int) -> list[np.ndarray]:
         return [f.image for f in iter_frames(args.video, end=args.frames, threads=threads)]

@@ -40,12 +40,18 @@ async def segment_arrays(
 def segment_sequence(
     engine, frames: Iterable[np.ndarray], first_labels: np.ndarray, short_side: int
 ) -> list[np.ndarray]:
-    """``segment_arrays`` on an in-process engine, for callers that are not async."""
+    """``segment_arrays`` on an in-process engine, for callers that are not async. The
+    engine steps on the calling thread, where the model was built or trained: one OpenMP
+    thread team (``service.backends.caller_thread``)."""
+    from service.backends.caller_thread import CallerThreadExecutor
     from service.backends.local import LocalBackend
 
-    backend = LocalBackend(engine)
+    executor = CallerThreadExecutor()
+    backend = LocalBackend(engine, executor=executor)
     try:
-        return asyncio.run(segment_arrays(backend, frames, first_labels, short_side))
+        return executor.run(
+            lambda: asyncio.run(segment_arrays(backend, frames, first_labels, short_side))
+        )
     finally:
         backend.shutdown()
 
