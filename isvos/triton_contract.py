@@ -74,6 +74,10 @@ P_MAX_MEMORY_FRAMES = "max_memory_frames"  # largest memory capacity a session m
 P_MAX_RECORD_BYTES = "max_record_bytes"  # largest decoded record a prime may carry
 P_TORCH_THREADS = "torch_threads"  # intra-op threads; 0 leaves torch's default
 P_MEMORY_DTYPE = "memory_dtype"  # "auto" (fp16 on GPU), "float32" or "float16"
+# While this file exists the server is draining: opens and primes are refused with
+# ``unavailable`` (clients place the session elsewhere), live sessions go on.
+P_DRAIN_FILE = "drain_file"
+DEFAULT_DRAIN_FILE = "/tmp/isvos-triton-drain"
 
 _L = DEFAULT_SESSION_LIMITS
 PARAMETER_DEFAULTS = {
@@ -86,6 +90,7 @@ PARAMETER_DEFAULTS = {
     P_MAX_RECORD_BYTES: str(_L.max_record_bytes),
     P_TORCH_THREADS: "0",
     P_MEMORY_DTYPE: "auto",
+    P_DRAIN_FILE: DEFAULT_DRAIN_FILE,
 }
 
 # Triton's own refusal of a sequence it does not know (restart, idle expiry).

@@ -36,8 +36,12 @@ class BackendSettings(_Section):
     device: str = "cpu"
     # torch intra-op threads of a local worker (0: torch's default).
     threads: int = Field(0, ge=0)
-    # Triton gRPC endpoints (host:port).
-    triton_urls: list[str] = ["127.0.0.1:8001"]
+    # Triton gRPC endpoints: HOST:PORT, or dns:///NAME:PORT for every address of a name (a
+    # headless Service: one per pod). A session goes to the least-loaded server and stays.
+    triton_urls: list[str] = Field(["127.0.0.1:8001"], min_length=1)
+    # A session's server that answers nothing for this long is given up: the session is
+    # re-primed on another server (with one server, calls are retried for 30 s instead).
+    triton_failover_s: float = Field(3.0, gt=0)
     # Sessions a worker runs at once (Triton: many, so sessions batch on the server).
     concurrency: int = Field(1, ge=1, le=256)
 

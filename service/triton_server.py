@@ -42,9 +42,10 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from isvos.triton_contract import MODEL_NAME
+from isvos.triton_contract import MODEL_NAME, P_DRAIN_FILE
 
 DEFAULT_READY_TIMEOUT_S = 120.0
+SYSTEM_TRITON = Path("/opt/tritonserver")  # where NGC's tritonserver images install it
 PORT_ATTEMPTS = 5
 _BIND_FAILURE = re.compile(
     r"address already in use|failed to (?:start|bind)|bind|same address and port", re.IGNORECASE
@@ -68,6 +69,7 @@ class LocalTriton:
     launch_dir: Path
     log_path: Path
     device: str
+    drain_file: str = ""
     command: list[str] = field(repr=False, default_factory=list)
     _stopped: bool = field(default=False, repr=False)
 
@@ -88,6 +90,14 @@ class LocalTriton:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def drain(self, draining: bool = True) -> None:
+        """Start (or end) draining: the model refuses new sessions while the file exists."""
+        path = Path(self.drain_file)
+        if draining:
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -182,11 +192,12 @@ def start_local_triton(
     server = triton_paths()
     backend_dir, triton_cache = prepare_backend_dir(server, cache_dir)
     launch_dir = Path(tempfile.mkdtemp(prefix="isvos-triton-"))
+    parameters = dict(parameters or {})
+    parameters.setdefault(P_DRAIN_FILE, str(launch_dir / "DRAINING"))  # one per server
     try:
         _write_launch_repository(
-            launch_dir / "repo", config_path, version_dir, device, parameters or {},
-            instance_count,
-        )  # fmt: skip
+            launch_dir / "repo", config_path, version_dir, device, parameters, instance_count
+        )
     except BaseException:
         shutil.rmtree(launch_dir, ignore_errors=True)
         raise
@@ -233,7 +244,8 @@ def start_local_triton(
         handle = LocalTriton(
             process=process, host=host, http_port=ports["http"], grpc_port=ports["grpc"],
             metrics_port=ports.get("metrics"), shm_prefix=shm_prefix, launch_dir=launch_dir,
-            log_path=log_path, device=device, command=command,
+            log_path=log_path, device=device, drain_file=str(parameters[P_DRAIN_FILE]),
+            command=command,
         )  # fmt: skip
         _live_servers.add(handle)
         try:
@@ -259,8 +271,17 @@ def start_local_triton(
 
 
 def triton_paths() -> dict[str, Path]:
-    """Where the nvidia-pytriton wheel keeps the server, its backends and libraries."""
+    """Where the server, its backends and libraries are: a Triton installation (the NGC
+    image's ``/opt/tritonserver``, or ``$TRITONSERVER_HOME``), else the nvidia-pytriton
+    wheel's."""
+    home = os.environ.get("TRITONSERVER_HOME")
     spec = importlib.util.find_spec("pytriton")
+    if home or (spec is None and (SYSTEM_TRITON / "bin" / "tritonserver").exists()):
+        root = Path(home or SYSTEM_TRITON)
+        if not (root / "bin" / "tritonserver").exists():
+            raise TritonStartError(f"{root / 'bin' / 'tritonserver'} not found")
+        return {"root": root, "binary": root / "bin" / "tritonserver",
+                "backends": root / "backends", "caches": root / "caches"}  # fmt: skip
     if spec is None or not spec.submodule_search_locations:
         raise TritonStartError(
             "the tritonserver binary comes from the nvidia-pytriton wheel: "
@@ -286,7 +307,10 @@ def triton_paths() -> dict[str, Path]:
 def prepare_backend_dir(
     server: dict[str, Path], cache_dir: str | Path | None = None
 ) -> tuple[Path, Path]:
-    """Copy the wheel's backends/caches once (no symlinks), with this Python's stub."""
+    """Copy the wheel's backends/caches once (no symlinks), with this Python's stub (an
+    installation's own folders are used as they are)."""
+    if "stub" not in server:
+        return server["backends"], server["caches"]
     try:
         wheel_version = importlib.metadata.version("nvidia-pytriton")
     except importlib.metadata.PackageNotFoundError:
@@ -320,9 +344,10 @@ def prepare_backend_dir(
 
 def server_environment(server: dict[str, Path]) -> dict[str, str]:
     env = dict(os.environ)
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    library_path = [str(server["libs"]), libdir, env.get("LD_LIBRARY_PATH", "")]
-    env["LD_LIBRARY_PATH"] = ":".join(p for p in library_path if p)
+    if "libs" in server:  # the wheel's libraries, and this interpreter's libpython
+        libdir = sysconfig.get_config_var("LIBDIR") or ""
+        library_path = [str(server["libs"]), libdir, env.get("LD_LIBRARY_PATH", "")]
+        env["LD_LIBRARY_PATH"] = ":".join(p for p in library_path if p)
     env_bin = str(Path(sys.prefix) / "bin")
     env["PATH"] = ":".join(p for p in (env_bin, env.get("PATH", "")) if p)
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))

@@ -15,6 +15,8 @@ elsewhere gets the next epoch (DESIGN decision 4).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -114,3 +116,25 @@ def as_record(record: SessionRecord | bytes, limits=None) -> SessionRecord:
         return SessionRecord.from_bytes(bytes(record), limits or DEFAULT_SESSION_LIMITS)
     except IsvosError as exc:
         raise as_backend_error(exc) from None
+
+
+def watch_placements(backend, record: Callable[[str, str], Awaitable[None]], log=None) -> None:
+    """Run ``record(session id, endpoint)`` as a task whenever ``backend`` places a session
+    on a server (backends with several servers: Triton); a failed write is logged."""
+    if not hasattr(backend, "on_place"):
+        return
+    tasks: set[asyncio.Future] = set()
+
+    async def guarded(session_id: str, endpoint: str) -> None:
+        try:
+            await record(session_id, endpoint)
+        except Exception:  # noqa: BLE001 - where a session lives is informative only
+            if log is not None:
+                log.warning("could not record where session %s lives", session_id, exc_info=True)
+
+    def placed(session_id: str, endpoint: str) -> None:
+        task = asyncio.ensure_future(guarded(session_id, endpoint))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    backend.on_place = placed

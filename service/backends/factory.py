@@ -12,7 +12,7 @@ def make_backend(settings: Settings) -> Backend:
     if b.kind == "triton":
         from service.backends.triton import TritonBackend
 
-        return TritonBackend(b.triton_urls[0])
+        return TritonBackend(b.triton_urls, failover_after_s=b.triton_failover_s)
     import torch
 
     from service.backends.local import LocalBackend

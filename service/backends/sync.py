@@ -80,8 +80,8 @@ class SyncBackend:
     def close(self, handle: SessionHandle) -> None:
         self._call(self.backend.close(handle))
 
-    def stats(self) -> dict:
-        return self._call(self.backend.stats())
+    def stats(self, *args) -> dict:
+        return self._call(self.backend.stats(*args))
 
     def ready(self) -> bool:
         return self._call(self.backend.ready())

@@ -12,7 +12,7 @@ import grpc
 
 from isvos.errors import ERRORS, IsvosError
 from service.auth import authenticate
-from service.backends.base import Backend
+from service.backends.base import Backend, watch_placements
 from service.logs import log_event
 from service.rpc.gen import segmentation_pb2 as pb
 from service.rpc.gen import segmentation_pb2_grpc as pb_grpc
@@ -44,6 +44,11 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
         self.store = store
         self.streams_per_key: Counter = Counter()
         self.live: dict[str, asyncio.Task] = {}
+        watch_placements(backend, self._record_endpoint, log)
+
+    async def _record_endpoint(self, session_id: str, endpoint: str) -> None:
+        log_event(log, "session_placed", trace_id=session_id, endpoint=endpoint)
+        await self.store.set_endpoint(session_id, endpoint)
 
     async def Track(self, request_iterator, context):  # noqa: N802 - the RPC's name
         try:

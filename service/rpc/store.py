@@ -57,6 +57,12 @@ class StreamStore:
         data = await self.redis.hgetall(self.keys.stream(session_id))
         return {_t(k): _t(v) for k, v in data.items()} or None
 
+    async def set_endpoint(self, session_id: str, endpoint: str) -> None:
+        """Where the stream's session lives now (kept only while the stream's entry is)."""
+        key = self.keys.stream(session_id)
+        if await self.redis.exists(key):
+            await self.redis.hset(key, "endpoint", endpoint)
+
     async def next_epoch(self, session_id: str) -> int:
         """Take the stream over: its epoch + 1 (older holders' writes are refused from now)."""
         key = self.keys.stream(session_id)

@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from isvos.errors import IsvosError
-from service.backends.base import Backend
+from service.backends.base import Backend, watch_placements
 from service.blobs import LocalBlobStore
 from service.jobs.store import JobStore
 from service.keys import Keys
@@ -59,6 +59,8 @@ class Worker:
         self.store: JobStore | None = None
         self.tasks: set[asyncio.Task] = set()
         self.tokens: dict[tuple[str, int], CancelToken] = {}
+        self.contexts: dict[str, JobContext] = {}
+        watch_placements(backend, self._record_endpoint, log)
         self.jobs_done = 0
         self._reclaim_cursor = "0-0"
 
@@ -136,6 +138,7 @@ class Worker:
         token = CancelToken()
         self.tokens[(job_id, fence)] = token
         context = JobContext(job_id, fence, store, self.blobs, asyncio.get_running_loop(), token)
+        self.contexts[job_id] = context
         lease = asyncio.create_task(self._keep_lease(context, entry_id))
         log_event(log, "job_claimed", trace_id=job_id, worker=self.name, fence=fence,
                   attempt=job.get("attempts"))  # fmt: skip
@@ -179,6 +182,8 @@ class Worker:
         finally:
             lease.cancel()
             self.tokens.pop((job_id, fence), None)
+            if self.contexts.get(job_id) is context:
+                del self.contexts[job_id]
             self.jobs_done += 1
         if holds:
             await store.ack(entry_id)
@@ -194,6 +199,13 @@ class Worker:
                     return
             except Exception:  # noqa: BLE001 - Redis blips: the next round retries
                 log.warning("lease renewal of %s failed", context.job_id, exc_info=True)
+
+    async def _record_endpoint(self, job_id: str, endpoint: str) -> None:
+        """The inference server that holds the job's session, in the job's hash (fenced)."""
+        context = self.contexts.get(job_id)
+        if context is not None:
+            log_event(log, "session_placed", trace_id=job_id, endpoint=endpoint)
+            await self.store.report(job_id, context.fence, {"endpoint": endpoint})
 
     def _default_size(self) -> int:
         from isvos.config import get_config

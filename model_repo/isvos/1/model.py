@@ -17,6 +17,7 @@ errors) is the engine's; the contract is ``isvos/triton_contract.py``.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import traceback
@@ -92,6 +93,7 @@ class TritonPythonModel:
             max_record_bytes=int(params[C.P_MAX_RECORD_BYTES]),
         )
         self.manager = SessionManager(self.engine, limits)
+        self.drain_file = params[C.P_DRAIN_FILE]
         self.instance = args.get("model_instance_name", C.MODEL_NAME)
         self.device = device
         self.counters: Counter = Counter()
@@ -221,7 +223,19 @@ class TritonPythonModel:
             return self._info_response({"kind": kind, "closed": closed})
         raise _refuse(f"unknown request kind {kind!r}")
 
+    @property
+    def draining(self) -> bool:
+        return bool(self.drain_file) and os.path.exists(self.drain_file)
+
+    def _refuse_if_draining(self) -> None:
+        if self.draining:
+            self.counters["drain_refusals"] += 1
+            raise IsvosError(
+                "unavailable", "this Triton server is draining: open the session on another one"
+            )
+
     def _open(self, request, key: tuple[str, int]):
+        self._refuse_if_draining()
         options, extra, stride = self._options(request)
         image = self._array(request, C.IMAGE, np.uint8, ndim=3)
         size = self._int_list(request, C.PROCESSING_SIZE)
@@ -251,6 +265,7 @@ class TritonPythonModel:
     def _prime(self, request, key: tuple[str, int]):
         from isvos.record import SessionRecord
 
+        self._refuse_if_draining()
         data = self._bytes(request, C.RECORD)
         if data is None:
             raise _refuse("prime needs RECORD")
@@ -297,6 +312,8 @@ class TritonPythonModel:
             batch_sizes={str(k): v for k, v in sorted(self.batch_sizes.items())},
             step_batch_sizes={str(k): v for k, v in sorted(self.step_batch_sizes.items())},
             max_step_batch=max(self.step_batch_sizes, default=0),
+            draining=self.draining,
+            drain_refusals=self.counters["drain_refusals"],
         )
         return stats
 

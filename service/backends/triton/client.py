@@ -14,6 +14,13 @@ session with the next epoch from that record, resuming at the failed frame, and 
 failed request: one record plus one request. A per-session lock makes concurrent failures
 recover once. ``unavailable`` errors are retried for ``retry_unavailable_s`` (steps are
 idempotent).
+
+Several servers (``url`` a list, or ``dns:///NAME:PORT``; ``placement.Endpoints``): a
+session is opened on the least-loaded server and every later request goes there. When that
+server stops answering (``unavailable`` for ``failover_after_s``) it is marked down and the
+session is re-primed on another one, the same way; a prime that a server refuses (draining,
+full, or a record made with other weights there) is tried on the next. ``on_place(session id,
+endpoint)`` is told of every placement, so callers can record where a session lives.
 """
 
 from __future__ import annotations
@@ -24,10 +31,10 @@ import json
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.utils import InferenceServerException
 
 from isvos import triton_contract as C
@@ -35,7 +42,11 @@ from isvos.limits import REPLAY_WINDOW
 from isvos.record import RecordHeader, SessionRecord, SlotPayload
 
 from ..base import BackendError, SessionHandle, StepOutput, as_record
+from .placement import Endpoints
 from .wire import build_inputs, decode_result, error_of, step_fields, step_output
+
+# Codes after which a start (open or prime) is tried on another server.
+_TRY_ELSEWHERE = ("unavailable", "resource_exhausted", "record_mismatch")
 
 
 @dataclass
@@ -45,6 +56,7 @@ class _SessionState:
     processing_size: tuple[int, int]
     options: dict
     frame_stride: int
+    endpoint: str = ""  # the server that holds the session
     header: RecordHeader | None = None  # latest record header (from the server)
     frames: dict[int, SlotPayload] = field(default_factory=dict)  # the header's slots
     next_index: int | None = None  # next frame the session expects
@@ -119,7 +131,7 @@ class _Stream:
 
 
 class TritonBackend:
-    """Sessions on one Triton server over ``tritonclient.grpc.aio``; use it from one loop.
+    """Sessions on Triton servers over ``tritonclient.grpc.aio``; use it from one loop.
 
     ``stream`` pipelines a session's frames over one gRPC stream, up to ``window`` frames
     in flight (at most ``REPLAY_WINDOW``, what the server caches for replays)."""
@@ -128,34 +140,36 @@ class TritonBackend:
 
     def __init__(
         self,
-        url: str = "127.0.0.1:8001",
+        url: str | list[str] = "127.0.0.1:8001",
         *,
         model_name: str = C.MODEL_NAME,
         timeout_s: float | None = 120.0,
         keep_records: bool = True,
         recover: bool = True,
         retry_unavailable_s: float = 30.0,
+        failover_after_s: float = 3.0,
+        on_place: Callable[[str, str], None] | None = None,
     ) -> None:
-        self.url = url
+        urls = [url] if isinstance(url, str) else list(url)
+        self.endpoints = Endpoints(urls, self._stats_of)
+        self.url = urls[0]
         self.model_name = model_name
         self.timeout_s = timeout_s
         self.keep_records = keep_records
         self.recover = recover and keep_records
         self.retry_unavailable_s = retry_unavailable_s
+        self.failover_after_s = failover_after_s
+        self.on_place = on_place
         self.sessions: dict[str, _SessionState] = {}
         self.counters: Counter = Counter()
-        self._client = None
 
     @property
     def client(self):
-        if self._client is None:  # created on first use, inside the running loop
-            self._client = aiogrpcclient.InferenceServerClient(self.url)
-        return self._client
+        """The first server's client (one-server callers and tests)."""
+        return self.endpoints.client(self.endpoints.urls()[0])
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self.endpoints.aclose()
 
     async def __aenter__(self) -> TritonBackend:
         return self
@@ -177,8 +191,8 @@ class TritonBackend:
         self._refuse_open_id(session_id)
         size = (int(processing_size[0]), int(processing_size[1]))
         state = _SessionState(size, dict(options or {}), int(frame_stride))
-        handle = SessionHandle(session_id, self.url, size, epoch)
-        await self._start(handle, self._open_request(state))
+        handle = SessionHandle(session_id, "", size, epoch)
+        await self._place(handle, state, self._open_request(state))
         self.sessions[session_id] = state
         return handle
 
@@ -199,8 +213,8 @@ class TritonBackend:
         state.header = header
         state.frames = dict(decoded.payloads)
         state.next_index = header.next_frame_index if resume_index is None else resume_index
-        handle = SessionHandle(session_id, self.url, header.processing_size, epoch)
-        await self._start(handle, self._prime_request(state, decoded, resume_index))
+        handle = SessionHandle(session_id, "", header.processing_size, epoch)
+        await self._place(handle, state, self._prime_request(state, decoded, resume_index))
         self.sessions[session_id] = state
         return handle
 
@@ -236,24 +250,43 @@ class TritonBackend:
         return as_record(out["record"])
 
     async def close(self, handle: SessionHandle) -> None:
-        self.sessions.pop(handle.session_id, None)
+        state = self.sessions.pop(handle.session_id, None)
+        endpoint = state.endpoint if state is not None else handle.endpoint
         try:
             await self._infer(C.CLOSE, {}, C.correlation_id(handle.session_id, handle.epoch),
-                              end=True)  # fmt: skip
+                              endpoint, end=True, retry=False)  # fmt: skip
         except BackendError as exc:
             if exc.code not in ("not_found", "unavailable"):  # already gone: not an error
                 raise
 
-    async def stats(self) -> dict:
-        """The serving instance's statistics (operator request kind)."""
+    async def stats(self, endpoint: str | None = None) -> dict:
+        """A serving instance's statistics (operator request kind): ``endpoint``'s, the one
+        server's, or with several ``{"servers": {url: stats or {"error": ...}}}``."""
+        if endpoint is not None or not self.endpoints.several:
+            return await self._stats_of(endpoint or self.endpoints.urls()[0], retry=True)
+        servers = {}
+        for url in self.endpoints.urls():
+            try:
+                servers[url] = await self._stats_of(url)
+            except BackendError as exc:
+                servers[url] = {"error": exc.code, "message": exc.message}
+        return {"servers": servers}
+
+    async def _stats_of(self, endpoint: str, retry: bool = False) -> dict:
         corr = C.correlation_id(f"stats-{uuid.uuid4().hex}", 0)
-        return (await self._infer(C.STATS, {}, corr, start=True, end=True))["info"]
+        out = await self._infer(C.STATS, {}, corr, endpoint, start=True, end=True, retry=retry)
+        return out["info"]
 
     async def ready(self) -> bool:
-        try:
-            return bool(await self.client.is_model_ready(self.model_name, client_timeout=5))
-        except InferenceServerException:
-            return False
+        """Some server has the model ready."""
+        for url in self.endpoints.urls():
+            try:
+                client = self.endpoints.client(url)
+                if await client.is_model_ready(self.model_name, client_timeout=5):
+                    return True
+            except InferenceServerException:
+                continue
+        return False
 
     # ------------------------------------------------------------------ streaming
 
@@ -281,7 +314,7 @@ class TritonBackend:
                         exhausted = True
                         break
                     if stream is None:
-                        stream = _Stream(self.client)
+                        stream = _Stream(self.endpoints.client(state.endpoint))
                     inflight.append(frame)
                     stream.send({
                         "model_name": self.model_name,
@@ -381,18 +414,47 @@ class TritonBackend:
 
     # ------------------------------------------------------------------ transport
 
-    async def _start(self, handle: SessionHandle, start: _Start) -> None:
+    async def _place(
+        self, handle: SessionHandle, state: _SessionState, start: _Start,
+        avoid: frozenset[str] = frozenset(),
+    ) -> None:  # fmt: skip
+        """Start the session on the least-loaded server that accepts it (``avoid`` first
+        excluded); the last refusal is raised when none does."""
+        tried = set(avoid)
+        while True:
+            endpoint = await self.endpoints.choose(frozenset(tried))
+            try:
+                await self._start(handle, start, endpoint)
+            except BackendError as exc:
+                tried.add(endpoint)
+                if not self.endpoints.several or exc.code not in _TRY_ELSEWHERE:
+                    raise
+                if exc.code == "unavailable":
+                    self.endpoints.mark_down(endpoint)
+                if set(self.endpoints.urls()) <= tried:
+                    if exc.code == "record_mismatch":
+                        raise BackendError(exc.code, f"{exc.message} (on every Triton server: "
+                                           "the session cannot move)") from None  # fmt: skip
+                    raise
+                continue
+            state.endpoint = handle.endpoint = endpoint
+            if self.on_place is not None:
+                self.on_place(handle.session_id, endpoint)
+            return
+
+    async def _start(self, handle: SessionHandle, start: _Start, endpoint: str) -> None:
         corr = C.correlation_id(handle.session_id, handle.epoch)
-        try:
-            await self._infer(start.kind, start.fields, corr, start=True)
+        try:  # with several servers a refusal is tried elsewhere at once, not here again
+            await self._infer(start.kind, start.fields, corr, endpoint, start=True,
+                              retry=not self.endpoints.several)  # fmt: skip
         except BackendError as exc:
             if exc.code != "already_exists":  # that sequence is live: never end it
-                await self._end_quietly(corr)  # free Triton's sequence slot at once
+                await self._end_quietly(corr, endpoint)  # free Triton's sequence slot at once
             raise
 
-    async def _end_quietly(self, corr: str) -> None:
+    async def _end_quietly(self, corr: str, endpoint: str) -> None:
         try:
-            await self._infer(C.CLOSE, {}, corr, end=True, retry=False)
+            await self._infer(C.CLOSE, {}, corr, endpoint, end=True, retry=False)
         except BackendError:
             pass
 
@@ -404,37 +466,53 @@ class TritonBackend:
         fields: dict,
         resume: int | None,
     ) -> dict:
-        epoch = handle.epoch
+        epoch, endpoint = handle.epoch, state.endpoint
+        several = self.endpoints.several
+        corr = C.correlation_id(handle.session_id, epoch)
+        retry_s = self.failover_after_s if several else None
         try:
-            return await self._infer(kind, fields, C.correlation_id(handle.session_id, epoch))
+            return await self._infer(kind, fields, corr, endpoint, retry_s=retry_s)
         except BackendError as exc:
-            if exc.code != "not_found" or not self.recover:
+            lost = exc.code == "unavailable" and several  # that server is gone: move
+            if not self.recover or not (exc.code == "not_found" or lost):
                 raise
         async with state.lock:
             if handle.epoch == epoch:  # nobody recovered the session meanwhile
-                await self._end_quietly(C.correlation_id(handle.session_id, epoch))
+                if lost:
+                    self.endpoints.mark_down(endpoint)
+                    self.counters["failovers"] += 1
+                else:
+                    await self._end_quietly(corr, endpoint)
                 start = self._recovery(handle, state, resume)
-                await self._start(handle, start)
+                await self._place(handle, state, start,
+                                  frozenset({endpoint}) if lost else frozenset())  # fmt: skip
         self.counters["resent"] += 1
-        return await self._infer(kind, fields, C.correlation_id(handle.session_id, handle.epoch))
+        return await self._infer(kind, fields, C.correlation_id(handle.session_id, handle.epoch),
+                                 state.endpoint)  # fmt: skip
 
     async def _infer(
         self,
         kind: str,
         fields: dict,
         corr: str,
+        endpoint: str,
         *,
         start: bool = False,
         end: bool = False,
         retry: bool = True,
+        retry_s: float | None = None,
     ) -> dict:
+        """One request to ``endpoint``; ``unavailable`` is retried for ``retry_s`` (default
+        ``retry_unavailable_s``; none without ``retry``)."""
         inputs = build_inputs(kind, fields)
-        clock = _RetryClock(self.retry_unavailable_s if retry else 0.0)
+        budget = (self.retry_unavailable_s if retry_s is None else retry_s) if retry else 0.0
+        clock = _RetryClock(budget)
+        client = self.endpoints.client(endpoint)
         while True:
             self.counters["requests"] += 1
             self.counters[f"requests_{kind}"] += 1
             try:
-                result = await self.client.infer(
+                result = await client.infer(
                     self.model_name, inputs, sequence_id=corr, sequence_start=start,
                     sequence_end=end, client_timeout=self.timeout_s,
                 )  # fmt: skip

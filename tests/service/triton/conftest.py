@@ -103,7 +103,9 @@ def local_backend(scripted_engine):
 
 def raw(backend, kind, corr, *, start=False, end=False, **fields):
     """One request of ``kind`` on sequence ``corr``, without recovery or retries."""
-    return backend.run(lambda b: b._infer(kind, fields, corr, start=start, end=end, retry=False))
+    return backend.run(
+        lambda b: b._infer(kind, fields, corr, b.url, start=start, end=end, retry=False)
+    )
 
 
 def run_clip(
