@@ -73,9 +73,6 @@ def _stop_workers(workers: list[subprocess.Popen], timeout: float = WORKER_STOP_
 def serve(settings: Settings, grpc: bool = False) -> None:
     """The gateway in the foreground; workers (and the gRPC server with ``grpc``) as
     children; a private Redis when no URL is set."""
-    import uvicorn
-
-    from service.api.app import create_app
     from service.logs import setup_logging
 
     setup_logging(settings.log_level)
@@ -84,17 +81,49 @@ def serve(settings: Settings, grpc: bool = False) -> None:
                for i in range(settings.workers)]  # fmt: skip
     if grpc:
         workers.append(_child(settings, "grpc"))
+    try:
+        asyncio.run(_gateway(settings))
+    finally:
+        _stop_workers(workers)
+        if redis_process is not None:
+            redis_process.stop()
+
+
+def run_gateway(settings: Settings) -> None:
+    """The HTTP gateway alone (containers: workers and gRPC run apart), until SIGTERM."""
+    from service.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    asyncio.run(_gateway(settings))
+
+
+async def _gateway(settings: Settings) -> None:
+    """uvicorn on the app; logs ``gateway_listening`` with the port it listens on (port 0:
+    a free one, for the local stack)."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.logs import log_event
+
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, log_config=None,
         lifespan="on", timeout_graceful_shutdown=10,
     )  # fmt: skip
     server = uvicorn.Server(config)
+
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        log_event(logging.getLogger("isvos.gateway"), "gateway_listening", port=port)
+
+    announcer = asyncio.create_task(announce())
     try:
-        asyncio.run(server.serve())
+        await server.serve()
     finally:
-        _stop_workers(workers)
-        if redis_process is not None:
-            redis_process.stop()
+        announcer.cancel()
 
 
 def run_grpc(settings: Settings) -> None:

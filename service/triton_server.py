@@ -270,6 +270,12 @@ def start_local_triton(
 # ---------------------------------------------------------------------- pieces
 
 
+def drain_file_for(grpc_port: int) -> str:
+    """The drain file of the server on ``grpc_port`` (``isvos triton``, ``triton-drain`` and
+    ``triton-probe`` agree on it; one per port, so servers on one machine drain apart)."""
+    return f"/tmp/isvos-triton-{grpc_port}.drain"
+
+
 def triton_paths() -> dict[str, Path]:
     """Where the server, its backends and libraries are: a Triton installation (the NGC
     image's ``/opt/tritonserver``, or ``$TRITONSERVER_HOME``), else the nvidia-pytriton

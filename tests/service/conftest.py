@@ -37,6 +37,21 @@ def clip_video(tmp_path_factory, clip):
 
 
 @pytest.fixture(scope="session")
+def long_clip(tmp_path_factory):
+    """160 frames at 240x320, two moving objects: several seconds of tiny steps at 240p."""
+    from isvos.train.synthetic import synthetic_clip
+    from service.media.masks import write_indexed_png
+
+    frames, labels = synthetic_clip(np.random.default_rng(3), num_frames=160, height=240,
+                                    width=320, num_objects=2, max_speed=2.0)  # fmt: skip
+    folder = tmp_path_factory.mktemp("long")
+    video = write_video(folder / "long.mp4", frames)
+    first = folder / "first.png"
+    write_indexed_png(first, labels[0])
+    return video, first
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A Redis of this test run (free port, own data directory, append-only, fsync always)."""
     from service.redis_server import start_redis

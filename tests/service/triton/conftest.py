@@ -147,11 +147,12 @@ def assert_same_outputs(a, b, atol=1e-4):
         )
 
 
-def segment_reference(video: Path, masks: Path, out: Path, triton_url: str) -> None:
-    """``isvos segment`` at short side 96 on the Triton backend: what a service run must equal."""
+def segment_reference(video: Path, masks: Path, out: Path, triton_url: str, size: int = 96):
+    """``isvos segment`` on the Triton backend: what a service run must equal."""
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "segment", str(video), "--masks", str(masks),
-         "--out", str(out), "--size", "96", "--backend", "triton", "--triton-url", triton_url],
+         "--out", str(out), "--size", str(size), "--backend", "triton", "--triton-url",
+         triton_url],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

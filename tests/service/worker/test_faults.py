@@ -15,28 +15,12 @@ import pytest
 import redis
 from PIL import Image
 
-from service.media.masks import write_indexed_png
 from service.redis_server import start_redis
 from tests.helpers.stack import GatewayServer, WorkerProcess, make_settings, submit, wait_for
-from tests.service.conftest import write_video
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 OPTIONS = {"size": 240, "outputs": ["png_zip"], "memory": {"mem_every": 5}}
-FRAMES = 160
-
-
-@pytest.fixture(scope="module")
-def long_clip(tmp_path_factory):
-    """160 frames at 240x320, two moving objects: several seconds of tiny steps at 240p."""
-    from isvos.train.synthetic import synthetic_clip
-
-    frames, labels = synthetic_clip(np.random.default_rng(3), num_frames=FRAMES, height=240,
-                                    width=320, num_objects=2, max_speed=2.0)  # fmt: skip
-    folder = tmp_path_factory.mktemp("long")
-    video = write_video(folder / "long.mp4", frames)
-    first = folder / "first.png"
-    write_indexed_png(first, labels[0])
-    return video, first
+FRAMES = 160  # the long_clip fixture's
 
 
 @pytest.fixture()
