@@ -245,3 +245,63 @@ def _wait_with_progress(client, job_id: str) -> dict:
                        total=int(total) if total else None, fps=event.get("fps", "-"))  # fmt: skip
 
         return client.wait(job_id, progress)
+
+
+@app.command()
+def probe(
+    http: Annotated[str | None, typer.Option("--http", help="URL that must answer 2xx")] = None,
+    grpc_target: Annotated[
+        str | None, typer.Option("--grpc", help="HOST:PORT whose grpc.health.v1 says SERVING")
+    ] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker", help="A worker of this host renews its Redis heartbeat")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds per check")] = 5.0,
+) -> None:
+    """Health of a service process, for container health checks (exit 0: healthy)."""
+    if not (http or grpc_target or worker):
+        fail("give --http URL, --grpc HOST:PORT or --worker", EXIT_BAD_INPUT)
+    if http:
+        import httpx
+
+        try:
+            status = httpx.get(http, timeout=timeout).status_code
+        except httpx.HTTPError as exc:
+            fail(f"{http}: {exc}")
+        if not 200 <= status < 300:
+            fail(f"{http} answered {status}")
+    if grpc_target:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(grpc_target) as channel:
+            try:
+                answer = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=timeout
+                )
+            except grpc.RpcError as exc:
+                fail(f"{grpc_target}: {exc.code().name}")
+        serving = health_pb2.HealthCheckResponse
+        if answer.status != serving.SERVING:
+            fail(f"{grpc_target}: {serving.ServingStatus.Name(answer.status)}")
+    if worker:
+        import socket
+
+        import redis
+
+        from service.keys import Keys
+
+        settings = _settings()
+        if not settings.redis.url:
+            fail("--worker needs Redis: ISVOS_REDIS__URL", EXIT_BAD_INPUT)
+        client = redis.Redis.from_url(settings.redis.url, socket_timeout=timeout)
+        pattern = Keys(settings.redis.key_prefix).worker(f"{socket.gethostname()}-*")
+        try:
+            alive = next(iter(client.scan_iter(match=pattern, count=1000)), None)
+        except redis.RedisError as exc:
+            fail(f"redis: {exc}")
+        finally:
+            client.close()
+        if alive is None:
+            fail(f"no worker heartbeat matches {pattern}")
+    typer.echo("healthy")

@@ -36,7 +36,14 @@ TORCH_FREE_MODULES = [
     "service.evaluation", "service.backends", "service.backends.sync",
     "service.backends.triton", "service.media", "service.media.video", "service.media.masks",
     "service.media.rle", "service.media.overlay", "service.triton_server",
+    # The gateway image's entry points: gateway, gRPC server, workers on Triton, probes.
+    "service.api.app", "service.worker.worker", "service.rpc.server", "service.serve",
+    "service.stack", "service.cli.services", "service.cli.ops", "service.client",
+    "service.backends.triton.placement", "service.backends.factory",
 ]  # fmt: skip
+
+# What the gateway image runs (docker/gateway.Dockerfile, docker-compose.yml, deploy/k8s).
+GATEWAY_IMAGE_COMMANDS = ["gateway", "grpc", "worker", "probe", "submit", "stream"]
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -63,6 +70,34 @@ def test_service_packages_import_without_torch():
     )
     assert done.returncode == 0, done.stderr
     assert "imported" in done.stdout
+
+
+def test_the_gateway_image_commands_run_without_torch(tmp_path):
+    done = _python(
+        f"""
+        import sys
+        from service.cli import app
+        for command in {GATEWAY_IMAGE_COMMANDS!r}:
+            try:
+                app([command, "--help"])
+            except SystemExit as exit:
+                assert exit.code in (0, None), (command, exit.code)
+        from fastapi.testclient import TestClient
+        from service.api.app import create_app
+        from service.settings import Settings
+        settings = Settings(redis={{"url": "redis://127.0.0.1:6379/0"}},
+                            storage={{"data_dir": {str(tmp_path)!r}}},
+                            backend={{"kind": "triton"}})
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/healthz").status_code == 200
+        from service.backends.factory import make_backend
+        assert make_backend(settings).name == "triton"
+        assert "torch" not in sys.modules
+        print("ran", len({GATEWAY_IMAGE_COMMANDS!r}))
+        """
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "ran 6" in done.stdout
 
 
 def test_segment_through_triton_without_torch(triton_server, clip_video, tmp_path):
