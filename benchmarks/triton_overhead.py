@@ -2,6 +2,13 @@
 
     python benchmarks/triton_overhead.py [--configs tiny lite] [--size 240 432] [--frames 30]
                                          [--threads 1] [--sessions 1 4 8]
+                                         [--device cpu|gpu] [--memory-dtype auto|float16]
+
+On a GPU (issue 11's figures: lite and paper-r50 at 480p, fp16 memory bank, 1, 4 and 16
+sessions against the bare engine on the same GPU):
+
+    python benchmarks/triton_overhead.py --configs lite paper-r50 --size 480 864 \
+        --device gpu --memory-dtype float16 --sessions 1 4 16 --threads 4
 
 For each config the graphs are exported once into a temporary model repository; then, in the
 same run and on the same frames (a synthetic clip, two objects):
@@ -133,6 +140,8 @@ def main() -> None:
     parser.add_argument("--throughput-frames", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     parser.add_argument("--sessions", nargs="+", type=int, default=[1, 4, 8])
+    parser.add_argument("--device", default="cpu", help="cpu | gpu (both sides)")
+    parser.add_argument("--memory-dtype", default="auto", help="auto | float16 | float32")
     args = parser.parse_args()
 
     import torch
@@ -147,10 +156,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="isvos-bench-") as tmp:
         for config in args.configs:
             repo = make_repo(config, Path(tmp))
-            local = Engine(ScriptedRunner(repo / "isvos" / "1"))
+            device = "cuda" if args.device == "gpu" else "cpu"
+            dtype = None if args.memory_dtype == "auto" else getattr(torch, args.memory_dtype)
+            local = Engine(ScriptedRunner(repo / "isvos" / "1", device=device),
+                           memory_dtype=dtype)  # fmt: skip
             server = start_local_triton(
-                repo, export_config=None, parameters={"torch_threads": args.threads}
-            )
+                repo, export_config=None, device=args.device,
+                parameters={"torch_threads": args.threads, "memory_dtype": args.memory_dtype},
+            )  # fmt: skip
             try:
                 remote = _sync_triton(server.url)
                 local_t, triton_t = per_frame(local, remote, size, images, masks)
@@ -165,7 +178,8 @@ def main() -> None:
             rows.append((config, local_t, triton_t, flows))
 
     load = os.getloadavg()[0]
-    print(f"\nTriton overhead, {size[0]}x{size[1]}, 2 objects, {args.frames} frames "
+    print(f"\nTriton overhead on {args.device} (memory {args.memory_dtype}), "
+          f"{size[0]}x{size[1]}, 2 objects, {args.frames} frames "
           f"(median of the last {args.frames - WARMUP}), torch threads {args.threads} on both "
           f"sides, {os.cpu_count()} CPUs, load average {load:.1f}")  # fmt: skip
     print(
