@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.redis_server import RedisProcess, start_redis
+from service.triton_server import set_draining
 
 READY_TIMEOUT_S = 180.0
 _TRITON_READY = re.compile(r"triton ready \(\w+\): grpc (\S+), http (\S+),")
@@ -83,11 +84,7 @@ class TritonProcess(_Process):
         self.process.wait(30)
 
     def drain(self, draining: bool = True) -> None:
-        path = Path(self.drain_file)
-        if draining:
-            path.touch()
-        else:
-            path.unlink(missing_ok=True)
+        set_draining(self.drain_file, draining)
 
 
 class LocalStack:

@@ -92,12 +92,7 @@ class LocalTriton:
         return self.process.poll() is None
 
     def drain(self, draining: bool = True) -> None:
-        """Start (or end) draining: the model refuses new sessions while the file exists."""
-        path = Path(self.drain_file)
-        if draining:
-            path.touch()
-        else:
-            path.unlink(missing_ok=True)
+        set_draining(self.drain_file, draining)
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -274,6 +269,17 @@ def drain_file_for(grpc_port: int) -> str:
     """The drain file of the server on ``grpc_port`` (``isvos triton``, ``triton-drain`` and
     ``triton-probe`` agree on it; one per port, so servers on one machine drain apart)."""
     return f"/tmp/isvos-triton-{grpc_port}.drain"
+
+
+def set_draining(drain_file: str | Path, draining: bool = True) -> None:
+    """Start (or end) draining a server: its model refuses new sessions while the file
+    exists (``drain_file`` parameter), live sessions go on."""
+    path = Path(drain_file)
+    if draining:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    else:
+        path.unlink(missing_ok=True)
 
 
 def triton_paths() -> dict[str, Path]:

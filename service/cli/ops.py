@@ -108,13 +108,13 @@ def triton_drain(
     import asyncio
     import time
 
+    from service.triton_server import set_draining
+
     path = Path(_drain_file(drain_file, url))
+    set_draining(path, not undo)
     if undo:
-        path.unlink(missing_ok=True)
         typer.echo(f"{url}: not draining")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
     typer.echo(f"{url}: draining ({path})")
     if wait <= 0:
         return
