@@ -76,6 +76,7 @@ ERRORS: dict[str, ErrorCode] = _table(
     ("invalid_size", "the processing size is outside the accepted range", 400,
      "INVALID_ARGUMENT", False),
     ("mask_unreadable", "the mask file cannot be read", 422, "INVALID_ARGUMENT", False),
+    ("image_unreadable", "the image file cannot be read", 422, "INVALID_ARGUMENT", False),
     ("mask_size_mismatch", "the mask size differs from the video size", 422,
      "INVALID_ARGUMENT", False),
     ("mask_empty", "a mask contains no object pixels", 422, "INVALID_ARGUMENT", False),

@@ -32,14 +32,20 @@ from pathlib import Path
 import torch
 
 from isvos import __version__
-from isvos.engine.runner import GRAPH_NAMES, GRAPHS_FILE, MANIFEST_FILE, file_sha256
+from isvos.engine.runner import (
+    GRAPH_NAMES,
+    GRAPHS_FILE,
+    MANIFEST_FILE,
+    OPTIONAL_GRAPHS,
+    file_sha256,
+)
 from isvos.model.build import model_hash
 from isvos.model.fuse import fold_batchnorm
 from isvos.model.network import ISVOS
 
 MANIFEST_FORMAT = "isvos-export"
-# 2: ``graphs_sha256`` added (required by ScriptedRunner).
-MANIFEST_VERSION = 2
+# 2: ``graphs_sha256`` added (required by ScriptedRunner). 3: the ``propose`` graph.
+MANIFEST_VERSION = 3
 
 
 def _temporary(folder: Path, name: str) -> Path:
@@ -72,7 +78,7 @@ def export_model(model: ISVOS, out_dir: str | Path, *, checkpoint: str | None = 
             "architecture_hash": config.architecture_hash(),
             "model_hash": identity,
             "checkpoint": checkpoint,
-            "graphs": {"file": GRAPHS_FILE, "methods": list(GRAPH_NAMES)},
+            "graphs": {"file": GRAPHS_FILE, "methods": [*GRAPH_NAMES, *OPTIONAL_GRAPHS]},
             "graphs_sha256": file_sha256(graphs_tmp),
             "processing": {
                 "input": "RGB float32 in [0, 1], [B, 3, H, W], any H and W",

@@ -50,8 +50,11 @@ REMOVE = "remove"  # OBJECT_IDS
 RECORD_KIND = "record"  # operator-only: the full record in RECORD_OUT
 CLOSE = "close"  # END; idempotent
 STATS = "stats"  # operator-only: the instance's sessions, bytes, batches (any sequence)
+# IMAGE at processing size -> PROBABILITIES [N, h/4, w/4] (the queries' mask probabilities)
+# and INFO {"objectness": [N floats]}; a one-request sequence, no session (isvos.proposals).
+PROPOSE = "propose"
 
-REQUEST_KINDS = (OPEN, STEP, PRIME, REMOVE, RECORD_KIND, CLOSE, STATS)
+REQUEST_KINDS = (OPEN, STEP, PRIME, REMOVE, RECORD_KIND, CLOSE, STATS, PROPOSE)
 
 # ------------------------------------------------------------------ session options
 # OPTIONS keys beside the MemoryOptions fields:

@@ -41,6 +41,20 @@ class Keys:
         """Sorted set: job ids by the time their files are to be removed (the sweeper)."""
         return f"{self.prefix}:expiry"
 
+    # ------------------------------------------------------------------ proposals
+    @property
+    def proposal_requests(self) -> str:
+        """List: instance-proposal requests (JSON) waiting for a worker (service.proposals)."""
+        return f"{self.prefix}:proposals"
+
+    def proposal_image(self, request_id: str) -> str:
+        """String (short-lived): the image bytes of a proposal request."""
+        return f"{self.prefix}:proposals:{request_id}:image"
+
+    def proposal_reply(self, request_id: str) -> str:
+        """List (short-lived): the worker's answer to a proposal request."""
+        return f"{self.prefix}:proposals:{request_id}:reply"
+
     # ------------------------------------------------------------------ per API key
     def owner_jobs(self, owner: str) -> str:
         """Sorted set: the key's job ids by creation time (listing)."""

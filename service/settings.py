@@ -67,6 +67,8 @@ class LimitsSettings(_Section):
     max_active_jobs: int = Field(64, ge=1)
     # Processing short side bounds of a job.
     max_short_side: int = Field(1080, ge=MIN_PROCESSING_SIDE)
+    # Largest image sent for instance proposals (POST /v1/proposals).
+    max_image_bytes: int = Field(32 << 20, ge=1)
 
     def media(self) -> MediaLimits:
         """The media layer's limits (the same checks ``isvos segment`` makes)."""
@@ -107,6 +109,8 @@ class JobSettings(_Section):
     events_max: int = Field(2000, ge=10)
     # How often the sweeper removes files of expired jobs.
     sweep_every_s: float = Field(60.0, gt=0)
+    # How long the gateway waits for a worker's instance proposals before answering 503.
+    proposals_timeout_s: float = Field(30.0, gt=0)
 
     @property
     def renew_every_s(self) -> float:

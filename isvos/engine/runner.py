@@ -21,6 +21,8 @@ from isvos.model.network import ISVOS, FrameFeatures
 # One TorchScript module whose three exported methods are the graphs.
 GRAPHS_FILE = "isvos.pt"
 GRAPH_NAMES = ("encode_frame", "read_decode", "encode_value")
+# Exported since manifest version 3; an older export answers proposals with an error.
+OPTIONAL_GRAPHS = ("propose",)
 MANIFEST_FILE = "manifest.json"
 
 
@@ -85,6 +87,18 @@ class _GraphRunner:
         self, image: torch.Tensor, masks: torch.Tensor, foreground: torch.Tensor, f16: torch.Tensor
     ) -> torch.Tensor:
         return self.graphs.encode_value(image, masks, foreground, f16)
+
+    @torch.inference_mode()
+    def propose(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Instance proposals (``ISVOS.propose``); ``EngineError`` for an export without it."""
+        if not hasattr(self.graphs, "propose"):
+            from .errors import EngineError
+
+            raise EngineError(
+                "these exported graphs have no proposals: re-run `isvos export`",
+                "failed_precondition",
+            )
+        return self.graphs.propose(image.contiguous(memory_format=torch.channels_last))
 
 
 class EagerRunner(_GraphRunner):

@@ -128,6 +128,21 @@ class Engine:
                     results[i] = exc
         return results  # type: ignore[return-value]
 
+    def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The instance branch's proposals for one RGB uint8 frame [h, w, 3]: (object
+        probability float32 [N], mask probabilities float16 [N, ceil(h/4), ceil(w/4)]).
+        ``isvos.proposals`` turns them into ranked, non-overlapping masks."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise SessionStateError(
+                f"images must be RGB uint8 [h, w, 3], got {image.dtype} {image.shape}"
+            )
+        h, w = image.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.runner.device)
+        x = (x.permute(2, 0, 1)[None].to(self.runner.dtype) / 255.0).contiguous()
+        objectness, logits = self.runner.propose(x)
+        probabilities = logits[:, : -(-h // 4), : -(-w // 4)].float().sigmoid().half()
+        return objectness.float().cpu().numpy(), probabilities.cpu().numpy()
+
     def check_record(self, header: RecordHeader) -> None:
         """``record_mismatch`` unless ``header`` was made with this engine's weights."""
         config = self.runner.config

@@ -6,6 +6,8 @@ Stages, each a plain-tensor function that TorchScript exports as its own graph:
   instance branch, Enhanced Key Encoder). Object-agnostic.
 - ``read_decode``: Q + memory (keys, per-object values) -> per-object logits at stride 4.
 - ``encode_value``: image + per-object masks + F_res4 -> memory values.
+- ``propose``: image -> the instance branch's last-layer proposals (object probability and
+  mask logits per object query), for click-to-select (``isvos.proposals``).
 
 Images enter as float RGB in [0, 1], [B, 3, H, W], at any H and W: the graphs normalise and
 pad to a multiple of 32 themselves; outputs stay at the padded size (callers crop).
@@ -118,6 +120,14 @@ class ISVOS(nn.Module):
         queries, class_logits, mask_logits = self.transformer_decoder([p32, p16, p8], pixel)
         key = self.key_encoder(f16, queries)
         return (key, f16, f8, f4, p32, p16, p8), class_logits, mask_logits
+
+    @torch.jit.export
+    def propose(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image [1, 3, H, W] -> (object probability [N], mask logits [N, H'/4, W'/4]) of
+        the N object queries after the last decoder layer (the last class is "no object")."""
+        _, class_logits, mask_logits = self.encode_frame_full(image)
+        objectness = 1.0 - class_logits[-1][0].softmax(-1)[:, -1]
+        return objectness, mask_logits[-1][0]
 
     @torch.jit.export
     def encode_frame(self, image: torch.Tensor) -> FrameFeatures:

@@ -162,6 +162,9 @@ class LocalBackend:
     async def close(self, handle: SessionHandle) -> None:
         await self._run(self.manager.close, handle.session_id, handle.epoch)
 
+    async def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return await self._run(self.engine.propose, image)
+
     async def stats(self) -> dict:
         stats = await self._run(self.manager.stats)
         stats.update(

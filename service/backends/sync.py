@@ -74,6 +74,9 @@ class SyncBackend:
     def remove_objects(self, handle: SessionHandle, object_ids: list[int]) -> RecordHeader:
         return self._call(self.backend.remove_objects(handle, object_ids))
 
+    def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._call(self.backend.propose(image))
+
     def record(self, handle: SessionHandle) -> SessionRecord:
         return self._call(self.backend.record(handle))
 

@@ -37,6 +37,7 @@ from service.blobs import LocalBlobStore
 from service.jobs.store import JobStore
 from service.keys import Keys
 from service.logs import log_event
+from service.proposals import serve_proposals
 from service.runner import CancelToken
 from service.settings import Settings
 from service.worker.job import Fenced, JobContext, run_job, segment_request
@@ -75,6 +76,10 @@ class Worker:
         log_event(log, "worker_started", worker=self.name, backend=self.backend.name)
         lease_ms = int(self.settings.jobs.lease_s * 1000)
         slots = self.settings.backend.concurrency
+        proposals = asyncio.create_task(serve_proposals(
+            self.redis, self.keys, self.backend, self.settings.limits.media(),
+            self._default_size(), stop,
+        ))  # fmt: skip
         try:
             while not stop.is_set():
                 try:
@@ -88,6 +93,7 @@ class Worker:
         finally:
             for token in self.tokens.values():
                 token.cancel("the worker is stopping")
+            proposals.cancel()
             if self.tasks:
                 await asyncio.wait(self.tasks, timeout=10)
             with contextlib.suppress(Exception):

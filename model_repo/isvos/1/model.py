@@ -134,6 +134,9 @@ class TritonPythonModel:
                 if kind == C.STATS:
                     responses[i] = self._info_response(self.stats())
                     continue
+                if kind == C.PROPOSE:
+                    responses[i] = self._propose(request)
+                    continue
                 key = self._key(corr)
                 if kind == C.STEP and not flags & (START | END):
                     args = self._step_args(request)
@@ -222,6 +225,21 @@ class TritonPythonModel:
             closed = self.manager.close(*key)
             return self._info_response({"kind": kind, "closed": closed})
         raise _refuse(f"unknown request kind {kind!r}")
+
+    def _propose(self, request):
+        image = self._array(request, C.IMAGE, np.uint8, ndim=3)
+        if image is None:
+            raise _refuse("propose needs IMAGE")
+        if max(image.shape[:2]) > self.manager.limits.max_processing_side:
+            raise _refuse(f"image {image.shape[1]}x{image.shape[0]} is over the longest "
+                          f"side of {self.manager.limits.max_processing_side}")  # fmt: skip
+        objectness, probabilities = self.engine.propose(image)
+        info = {"kind": C.PROPOSE, "objectness": [float(v) for v in objectness]}
+        outputs = [
+            pb_utils.Tensor(C.PROBABILITIES, np.ascontiguousarray(probabilities)[None]),
+            pb_utils.Tensor(C.INFO, np.array([[C.dumps(info)]], dtype=np.object_)),
+        ]
+        return pb_utils.InferenceResponse(output_tensors=outputs)
 
     @property
     def draining(self) -> bool:

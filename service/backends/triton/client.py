@@ -277,6 +277,17 @@ class TritonBackend:
         out = await self._infer(C.STATS, {}, corr, endpoint, start=True, end=True, retry=retry)
         return out["info"]
 
+    async def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A one-request sequence (no session) on the first server not marked down."""
+        urls = self.endpoints.urls()
+        if not urls:
+            raise BackendError("unavailable", f"no Triton server found at {self.endpoints.targets}")
+        endpoint = next((u for u in urls if not self.endpoints.is_down(u)), urls[0])
+        corr = C.correlation_id(f"propose-{uuid.uuid4().hex}", 0)
+        out = await self._infer(C.PROPOSE, {C.IMAGE: image}, corr, endpoint, start=True, end=True)
+        objectness = np.asarray(out["info"]["objectness"], np.float32)
+        return objectness, np.asarray(out[C.PROBABILITIES], np.float16)
+
     async def ready(self) -> bool:
         """Some server has the model ready."""
         for url in self.endpoints.urls():
