@@ -186,9 +186,10 @@ def decode_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         image = Image.open(io.BytesIO(data))
         if image.width > limits.max_width or image.height > limits.max_height:
             raise MediaError(
-                "dimensions_too_large", f"the image is {image.width}x{image.height}, over the limit "
-                f"of {limits.max_width}x{limits.max_height}",
-            )  # fmt: skip
+                "dimensions_too_large",
+                f"the image is {image.width}x{image.height}, over the limit of "
+                f"{limits.max_width}x{limits.max_height}",
+            )
         return np.asarray(image.convert("RGB"))
     except MediaError:
         raise
