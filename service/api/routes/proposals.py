@@ -27,11 +27,13 @@ async def proposals(
     image: Annotated[UploadFile | None, File(description="PNG, JPEG or WebP image")] = None,
     job_id: Annotated[str | None, Form(description="a job whose frame to use")] = None,
     frame: Annotated[int | None, Form(ge=0, description="the job's frame index")] = None,
-    x: Annotated[int | None, Form(ge=0, description="a pixel: 'selected' is the proposal "
-                                                    "covering it")] = None,
+    x: Annotated[
+        int | None, Form(ge=0, description="a pixel: 'selected' is the proposal covering it")
+    ] = None,
     y: Annotated[int | None, Form(ge=0)] = None,
-    size: Annotated[int | None, Form(ge=MIN_PROCESSING_SIDE,
-                                     description="processing short side")] = None,
+    size: Annotated[
+        int | None, Form(ge=MIN_PROCESSING_SIDE, description="processing short side")
+    ] = None,
     max_proposals: Annotated[int, Form(ge=1, le=MAX_PROPOSALS)] = 20,
 ) -> Proposals:
     """Give ``image``, or ``job_id`` and ``frame``. Masks are COCO RLE at the image's (the
@@ -39,8 +41,9 @@ async def proposals(
     one covering that pixel (click to select)."""
     settings = gw.settings
     if size is not None and size > settings.limits.max_short_side:
-        raise IsvosError("invalid_size",
-                         f"size {size} is over the limit of {settings.limits.max_short_side}")
+        raise IsvosError(
+            "invalid_size", f"size {size} is over the limit of {settings.limits.max_short_side}"
+        )
     if (x is None) != (y is None):
         raise IsvosError("invalid_argument", "give both x and y, or neither")
     query = ProposalQuery(

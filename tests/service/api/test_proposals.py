@@ -54,9 +54,7 @@ def test_proposals_of_an_image_are_ranked_and_disjoint(http, example_clip):
                                 ys.max() - ys.min() + 1)  # fmt: skip
 
 
-def test_a_jobs_frame_and_its_image_give_the_same_proposals_and_a_click_selects(
-    http, example_clip
-):
+def test_a_jobs_frame_and_its_image_give_the_same_proposals_and_a_click_selects(http, example_clip):
     video, masks = example_clip
     job = submit(http, video, [masks], {"size": 96}).json()
     image = _first_frame(video)
