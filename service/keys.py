@@ -31,6 +31,11 @@ class Keys:
         """String: the session record header of a running job (slots are blobs)."""
         return f"{self.prefix}:record:{job_id}"
 
+    def record_history(self, job_id: str) -> str:
+        """Hash: record headers of the job by their next frame index, one per change (the
+        slots stay blobs); a revision resumes from the nearest one at or before its frame."""
+        return f"{self.prefix}:record_history:{job_id}"
+
     @property
     def queue(self) -> str:
         """Stream with the consumer group ``WORKER_GROUP``: one entry per job to run."""

@@ -19,10 +19,15 @@ from isvos.record import RecordHeader, SessionRecord, SlotPayload, encode_slot
 class RecordStore:
     """Header and slot payloads kept apart; subclasses implement the five byte operations."""
 
+    # Keep the payloads of slots the header no longer lists (older records still name them).
+    keep_slots = False
+
     async def save(self, header: RecordHeader, slot: SlotPayload | None) -> None:
         if slot is not None:
             await self.put_slot(slot.frame_index, encode_slot(slot))
-        await self.put_header(header.to_json())
+        await self.put_header(header.to_json(), header.next_frame_index)
+        if self.keep_slots:
+            return
         kept = {s.frame_index for s in header.slots}
         for index in await self.slot_indices():
             if index not in kept:
@@ -43,7 +48,7 @@ class RecordStore:
 
     # ------------------------------------------------------------------ storage
 
-    async def put_header(self, data: bytes) -> None:
+    async def put_header(self, data: bytes, next_frame_index: int | None = None) -> None:
         raise NotImplementedError
 
     async def get_header(self) -> bytes | None:
@@ -68,7 +73,7 @@ class MemoryRecordStore(RecordStore):
         self.slots: dict[int, bytes] = {}
         self.writes = 0  # slot payloads written (each memorised frame once)
 
-    async def put_header(self, data: bytes) -> None:
+    async def put_header(self, data: bytes, next_frame_index: int | None = None) -> None:
         self.header = data
 
     async def get_header(self) -> bytes | None:
@@ -106,7 +111,7 @@ class DirectoryRecordStore(RecordStore):
         except FileNotFoundError:
             return None
 
-    async def put_header(self, data: bytes) -> None:
+    async def put_header(self, data: bytes, next_frame_index: int | None = None) -> None:
         self._write("header.json", data)
 
     async def get_header(self) -> bytes | None:

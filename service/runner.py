@@ -324,15 +324,19 @@ async def prompted(
     prompts: dict[int, np.ndarray],
     processing_size: tuple[int, int],
     max_objects: int = MAX_OBJECT_ID,
+    *,
+    removals: dict[int, tuple[int, ...]] | None = None,
 ) -> AsyncIterator[FrameInput]:
     """``FrameInput``s from (frame, model input) pairs, with ``prompts`` (label maps at the
-    original size, by frame index) attached as masks to their frames."""
+    original size, by frame index) attached as masks to their frames, and ``removals``
+    (objects to forget, by frame index) as their removals."""
+    removals = removals or {}
     async for frame, model_input in frames:
         labels = prompts.get(frame.index)
         masks = None
         if labels is not None:
             masks = prompt_masks(labels, processing_size, frame.index, max_objects)
-        yield FrameInput(frame, model_input, masks)
+        yield FrameInput(frame, model_input, masks, removals.get(frame.index, ()))
 
 
 async def from_iterator(items: Iterable, executor: ThreadPoolExecutor | None = None):

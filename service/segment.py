@@ -83,6 +83,8 @@ class PreparedVideo:
     processing_size: tuple[int, int]
     object_ids: list[int]
     total: int | None  # frames the run will write, when the container says
+    # frame index -> objects to forget before that frame (a job's revisions)
+    removals: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def frames_before(self, index: int, request: SegmentRequest) -> int:
         """Frames the request processes before video frame ``index``."""
@@ -205,8 +207,9 @@ async def run_video(
     plan = prepared.plan(session_id, request, epoch)
     max_objects = _memory_options(request.memory_options).max_objects
     frames = prompted(
-        from_iterator(decoder), prepared.prompts, prepared.processing_size, max_objects
-    )
+        from_iterator(decoder), prepared.prompts, prepared.processing_size, max_objects,
+        removals=prepared.removals,
+    )  # fmt: skip
     total = prepared.total
     if resume is not None and total is not None:
         total -= prepared.frames_before(resume.first_index, request)

@@ -14,7 +14,7 @@ from isvos import __version__
 from service.api import errors
 from service.api.deps import Gateway
 from service.api.metrics import REQUESTS
-from service.api.routes import jobs, proposals, system
+from service.api.routes import jobs, proposals, revisions, system
 from service.api.routes.uploads import UploadMetadataDefaults, uploads_router
 from service.blobs import LocalBlobStore
 from service.jobs.store import JobStore
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(proposals.router)
+    app.include_router(revisions.router)
     app.include_router(uploads_router(settings, uploads_dir))
     app.include_router(system.router)
     app.add_middleware(UploadMetadataDefaults)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from isvos.limits import MAX_OBJECT_ID, MIN_PROCESSING_SIDE
+from service.jobs.revisions import Revision, job_revisions
 
 
 class JobStatus(enum.StrEnum):
@@ -98,6 +99,9 @@ class JobPublic(BaseModel):
     video: dict = Field(default_factory=dict, description="width, height, fps, frames")
     options: JobOptions
     attempts: int = 0
+    steps: int = Field(0, description="frames the model computed, over every run and revision")
+    revision: int = Field(0, description="the current revision (0: the job as submitted)")
+    revisions: list[Revision] = Field(default_factory=list)
     error: JobError | None = None
     outputs: list[str] = Field(default_factory=list, description="result formats available")
     links: JobLinks
@@ -122,6 +126,9 @@ class JobPublic(BaseModel):
             video=json.loads(data.get("video") or "{}"),
             options=JobOptions.model_validate_json(data["options"]),
             attempts=int(data.get("attempts") or 0),
+            steps=int(data.get("steps") or 0),
+            revision=int(data.get("revision") or 0),
+            revisions=job_revisions(data),
             error=error,
             outputs=json.loads(data.get("outputs_ready") or "[]"),
             links=JobLinks(

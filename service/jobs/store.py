@@ -83,15 +83,72 @@ end
 return 1
 """
 
-# KEYS: job, record; ARGV: fence, header, ttl
+# KEYS: job, record, record history; ARGV: fence, header, ttl, next frame index ("" = none)
 _RECORD = """
 if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[4], ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
 return 1
 """
 
-# KEYS: job, owner_queued, owner_active, events, record, expiry, stats
+# KEYS: job, owner_queued, owner_active, events, record, record history, queue, expiry, stats
+# ARGV: frame, revision (JSON object), now, ttl, events max, max queued, max active
+# A succeeded job goes back to the queue: the record becomes the history's nearest one at or
+# before the frame (none: the run starts over), later history entries go (the revision
+# rewrites them), the events start afresh. Returns {outcome, revision number, record frame}.
+_REVISE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing', 0, -1} end
+if status ~= 'succeeded' then return {'status', 0, -1, status} end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[6]) then return {'limit', 0, -1} end
+if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then return {'limit', 0, -1} end
+local frame = tonumber(ARGV[1])
+local best = -1
+for _, field in ipairs(redis.call('HKEYS', KEYS[6])) do
+  local next_index = tonumber(field)
+  if next_index > frame then
+    redis.call('HDEL', KEYS[6], field)
+  elseif next_index > best then
+    best = next_index
+  end
+end
+if best >= 0 then
+  redis.call('SET', KEYS[5], redis.call('HGET', KEYS[6], tostring(best)), 'EX', ARGV[4])
+else
+  redis.call('DEL', KEYS[5])
+end
+local id = redis.call('HGET', KEYS[1], 'id')
+local number = redis.call('HINCRBY', KEYS[1], 'revision', 1)
+local revision = cjson.decode(ARGV[2])
+revision['number'] = number
+revision['record_frame'] = best
+revision['steps_before'] = tonumber(redis.call('HGET', KEYS[1], 'steps') or '0')
+local revisions = cjson.decode(redis.call('HGET', KEYS[1], 'revisions') or '[]')
+table.insert(revisions, revision)
+redis.call('HSET', KEYS[1], 'revisions', cjson.encode(revisions), 'status', 'queued',
+           'resume_at', ARGV[1], 'outputs_ready', '[]', 'attempts', '0', 'updated_at', ARGV[3])
+redis.call('HDEL', KEYS[1], 'finished_at', 'error_code', 'error_message', 'last_frame_at',
+           'first_frame_at', 'fps')
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[6], ARGV[4])
+redis.call('SADD', KEYS[2], id)
+redis.call('SADD', KEYS[3], id)
+redis.call('ZREM', KEYS[8], id)
+redis.call('DEL', KEYS[4])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'type', 'revision',
+           'revision', tostring(number), 'frame', ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'type', 'status', 'status', 'queued')
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('XADD', KEYS[7], '*', 'job', id)
+redis.call('HINCRBY', KEYS[9], 'revisions_created', 1)
+return {'revised', number, best}
+"""
+
+# KEYS: job, owner_queued, owner_active, events, record, expiry, stats, record history
 # ARGV: fence ("" = any: cancel), status, error code, error message, now, retention,
 #       events max, outputs (JSON list), grace (the keys outlive the expiry score by it, so
 #       the sweeper still finds the owner when it removes the job)
@@ -115,6 +172,7 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'type', 'status', 'stat
 local keep = tonumber(ARGV[6]) + tonumber(ARGV[9])
 redis.call('EXPIRE', KEYS[1], keep)
 redis.call('EXPIRE', KEYS[4], keep)
+redis.call('EXPIRE', KEYS[8], keep)
 local idem = redis.call('HGET', KEYS[1], 'idempotency_redis_key')
 if idem and idem ~= '' then redis.call('EXPIRE', idem, keep) end
 redis.call('ZADD', KEYS[6], tonumber(ARGV[5]) + tonumber(ARGV[6]), id)
@@ -154,6 +212,7 @@ class JobStore:
         self._record = redis.register_script(_RECORD)
         self._finish = redis.register_script(_FINISH)
         self._renew = redis.register_script(_RENEW)
+        self._revise = redis.register_script(_REVISE)
 
     @staticmethod
     def new_id() -> str:
@@ -233,7 +292,7 @@ class JobStore:
         job = await self.get(job_id)
         k = self.keys
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(k.job(job_id), k.events(job_id), k.record(job_id))
+        pipe.delete(k.job(job_id), k.events(job_id), k.record(job_id), k.record_history(job_id))
         pipe.zrem(k.expiry, job_id)
         if job is not None:
             owner = job["owner"]
@@ -243,6 +302,26 @@ class JobStore:
             if job.get("idempotency_redis_key"):
                 pipe.delete(job["idempotency_redis_key"])
         await pipe.execute()
+
+    async def revise(
+        self, job_id: str, frame: int, revision: dict, *, max_queued: int, max_active: int
+    ) -> tuple[str, int, int | None, str]:
+        """Queue a revision of a succeeded job from ``frame`` (``_REVISE``): (outcome, its
+        number, the next frame of the record it resumes from or None, the job's status)."""
+        job = await self.get(job_id)
+        if job is None:
+            return "missing", 0, None, ""
+        k, owner = self.keys, job["owner"]
+        reply = await self._revise(
+            keys=[k.job(job_id), k.owner_queued(owner), k.owner_active(owner),
+                  k.events(job_id), k.record(job_id), k.record_history(job_id), k.queue,
+                  k.expiry, k.stats],
+            args=[frame, json.dumps(revision), repr(time.time()), self._ttl(),
+                  self.settings.events_max, max_queued, max_active],
+        )  # fmt: skip
+        outcome, number, best = _text(reply[0]), int(reply[1]), int(reply[2])
+        status = _text(reply[3]) if len(reply) > 3 else ""
+        return outcome, number, (None if best < 0 else best), status
 
     async def count_owner(self, owner: str) -> tuple[int, int]:
         """(queued, active) jobs of ``owner``."""
@@ -340,11 +419,16 @@ class JobStore:
         )  # fmt: skip
         return bool(done)
 
-    async def put_record_header(self, job_id: str, fence: int, header: bytes) -> bool:
+    async def put_record_header(
+        self, job_id: str, fence: int, header: bytes, next_frame_index: int | None = None
+    ) -> bool:
+        """The current record header, and its entry in the history (by its next frame)."""
+        k = self.keys
         done = await self._record(
-            keys=[self.keys.job(job_id), self.keys.record(job_id)],
-            args=[str(fence), header, self._ttl()],
-        )
+            keys=[k.job(job_id), k.record(job_id), k.record_history(job_id)],
+            args=[str(fence), header, self._ttl(),
+                  "" if next_frame_index is None else str(next_frame_index)],
+        )  # fmt: skip
         return bool(done)
 
     async def record_header(self, job_id: str) -> bytes | None:
@@ -375,7 +459,8 @@ class JobStore:
         owner = job["owner"]
         done = await self._finish(
             keys=[k.job(job_id), k.owner_queued(owner), k.owner_active(owner),
-                  k.events(job_id), k.record(job_id), k.expiry, k.stats],
+                  k.events(job_id), k.record(job_id), k.expiry, k.stats,
+                  k.record_history(job_id)],
             args=["" if fence is None else str(fence), status, error_code, message,
                   repr(time.time()), self.settings.retention_s, self.settings.events_max,
                   json.dumps(outputs or []), SWEEP_GRACE_S],

@@ -132,7 +132,7 @@ class _StreamRecord(RecordStore):
         if not await self.store.holds(self.session_id, self.epoch):
             raise IsvosError("stale_epoch", f"stream {self.session_id} was taken over")
 
-    async def put_header(self, data: bytes) -> None:
+    async def put_header(self, data: bytes, next_frame_index: int | None = None) -> None:
         fields, results = self.on_save(data) if self.on_save else ({}, [])
         if not await self.store.save(self.session_id, self.epoch, data, fields, results):
             raise IsvosError("stale_epoch", f"stream {self.session_id} was taken over")

@@ -25,6 +25,7 @@ from isvos.limits import DEFAULT_SESSION_LIMITS
 from service.backends.base import Backend
 from service.blobs import LocalBlobStore, job_prefix
 from service.jobs.models import JobOptions
+from service.jobs.revisions import apply_revisions, job_revisions
 from service.jobs.store import JobStore
 from service.logs import log_event
 from service.media.base import Frame
@@ -74,15 +75,19 @@ class JobContext:
 
 
 class JobRecordStore(RecordStore):
-    """Record header in Redis (fenced), slot payloads in the blob store."""
+    """Record header in Redis (fenced), with every header kept in the job's record history;
+    slot payloads in the blob store, kept while the job lives (the history's records name
+    them: a revision resumes from one). A revision rewrites the slots from its frame on."""
+
+    keep_slots = True
 
     def __init__(self, context: JobContext) -> None:
         self.context = context
         self.prefix = f"{job_prefix(context.job_id)}/record"
 
-    async def put_header(self, data: bytes) -> None:
+    async def put_header(self, data: bytes, next_frame_index: int | None = None) -> None:
         c = self.context
-        if not await c.store.put_record_header(c.job_id, c.fence, data):
+        if not await c.store.put_record_header(c.job_id, c.fence, data, next_frame_index):
             raise Fenced(c.job_id)
 
     async def get_header(self) -> bytes | None:
@@ -192,6 +197,9 @@ async def run_job(
     """Run the job to its last frame; returns the result formats written."""
     c = context
     prepared = await asyncio.to_thread(prepare_video, request)
+    revisions = job_revisions(job)
+    if revisions:
+        prepared = await asyncio.to_thread(apply_revisions, prepared, revisions, c.blobs)
     records = JobRecordStore(c)
     try:
         record = await records.load(DEFAULT_SESSION_LIMITS)
@@ -201,7 +209,10 @@ async def run_job(
     resume = None
     frames_before = 0
     if record is not None and record.header.next_frame_index is not None:
-        resume = Resume(record, epoch=c.epoch)
+        # A revision resumes at its frame, later than its record's next frame (the frames
+        # in between are kept; stepping them would change nothing).
+        at = max(int(job.get("resume_at") or -1), record.header.next_frame_index)
+        resume = Resume(record, epoch=c.epoch, resume_index=at)
         frames_before = prepared.frames_before(resume.first_index, request)
         report = {"resumed_from": str(resume.first_index)}
         if not await c.store.report(c.job_id, c.fence, report):

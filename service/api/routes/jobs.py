@@ -54,7 +54,7 @@ SUBMIT_BODY = {
 DELETE_GRACE_S = 3.0
 
 
-def _public(job: dict[str, str]) -> JobPublic:
+def public_job(job: dict[str, str]) -> JobPublic:
     return JobPublic.from_hash(job, "")
 
 
@@ -74,7 +74,7 @@ async def submit_job(
         existing = await gw.redis.get(gw.keys.idempotency(who.owner, idempotency_key))
         if existing and (job := await store.get(existing.decode())) is not None:
             response.headers["Location"] = f"/v1/jobs/{job['id']}"
-            return _public(job)
+            return public_job(job)
     queued, active = await store.count_owner(who.owner)
     if queued >= limits.max_queued_jobs or active >= limits.max_active_jobs:
         raise IsvosError("rate_limited", _limit_message(queued, active, limits))
@@ -111,7 +111,7 @@ async def submit_job(
     if job is None:  # deleted in the moment since
         raise IsvosError("not_found", f"job {outcome.value} was deleted")
     response.headers["Location"] = f"/v1/jobs/{outcome.value}"
-    return _public(job)
+    return public_job(job)
 
 
 def _limit_message(queued: int, active: int, limits) -> str:
@@ -133,14 +133,14 @@ async def list_jobs(
         who.owner, status=status.value if status else None, cursor=cursor, limit=limit
     )
     return JobList(
-        jobs=[_public(j) for j in jobs],
+        jobs=[public_job(j) for j in jobs],
         next_cursor=None if next_cursor is None else repr(next_cursor),
     )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=ERRORS, summary="One job")
 async def get_job(job_id: str, gw: GatewayDep, who: PrincipalDep) -> JobPublic:
-    return _public(await owned_job(job_id, gw, who))
+    return public_job(await owned_job(job_id, gw, who))
 
 
 @router.get(

@@ -55,7 +55,7 @@ async def proposals(
     if image is not None:
         if job_id is not None or frame is not None:
             raise IsvosError("invalid_argument", "give an image or a job's frame, not both")
-        data = await _read_limited(image, settings.limits.max_image_bytes)
+        data = await read_limited(image, settings.limits.max_image_bytes, "image")
     elif job_id is not None and frame is not None:
         job = await owned_job(job_id, gw, who)
         frames = json.loads(job.get("video") or "{}").get("frames")
@@ -71,13 +71,15 @@ async def proposals(
     return await ask(gw.redis, gw.keys, query, data, settings.jobs.proposals_timeout_s)
 
 
-async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+async def read_limited(upload: UploadFile, limit: int, what: str) -> bytes:
+    """An uploaded file's bytes, refused once they pass ``limit`` or when there are none."""
     parts, total = [], 0
     while chunk := await upload.read(CHUNK):
         total += len(chunk)
         if total > limit:
-            raise IsvosError("video_too_large", f"the image is over the limit of {limit} bytes")
+            raise IsvosError("video_too_large", f"the {what} is over the limit of {limit} bytes")
         parts.append(chunk)
     if not total:
-        raise IsvosError("image_unreadable", "the image is empty")
+        raise IsvosError(f"{what}_unreadable" if what in ("image", "mask") else
+                         "invalid_argument", f"the {what} is empty")  # fmt: skip
     return b"".join(parts)
