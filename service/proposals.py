@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from isvos.errors import IsvosError
 from isvos.processing import processing_size, resize_frame
-from isvos.proposals import make_proposals, proposal_at
+from isvos.proposals import make_proposals
 from service.keys import Keys
 from service.logs import log_event
 from service.media.errors import MediaError
@@ -49,6 +49,11 @@ class ProposalOut(BaseModel):
     area: int
     bbox: list[int] = Field(description="[x, y, width, height]")
     rle: Rle
+    for_point: bool = Field(
+        False,
+        description="a whole query mask chosen for (x, y) when no "
+        "ranked proposal covers it; may overlap",
+    )
 
 
 class Proposals(BaseModel):
@@ -145,19 +150,17 @@ async def propose_image(backend, image: np.ndarray, query: ProposalQuery,
     height, width = image.shape[:2]
     psize = processing_size(height, width, query.short_side or default_short_side)
     objectness, probabilities = await backend.propose(resize_frame(image, psize))
-    found = await asyncio.to_thread(
+    found, hit = await asyncio.to_thread(
         make_proposals, objectness, probabilities, psize, (height, width),
-        max_proposals=query.max_proposals,
+        max_proposals=query.max_proposals, point=query.point,
     )  # fmt: skip
     out = []
     for rank, proposal in enumerate(found, start=1):
         rle = encode_rle(proposal.mask.astype(np.uint8), [1])[0]["segmentation"]
         out.append(ProposalOut(id=rank, score=proposal.score, area=proposal.area,
-                               bbox=list(proposal.bbox), rle=Rle(**rle)))  # fmt: skip
-    selected = None
-    if query.point is not None:
-        hit = proposal_at(found, *query.point)
-        selected = None if hit is None else hit + 1
+                               bbox=list(proposal.bbox), rle=Rle(**rle),
+                               for_point=proposal.for_point))  # fmt: skip
+    selected = None if hit is None else hit + 1
     return Proposals(width=width, height=height, processing_size=list(psize),
                      job_id=query.job_id, frame=query.frame, proposals=out,
                      selected=selected)  # fmt: skip

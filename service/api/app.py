@@ -14,13 +14,14 @@ from isvos import __version__
 from service.api import errors
 from service.api.deps import Gateway
 from service.api.metrics import REQUESTS
-from service.api.routes import jobs, proposals, revisions, system
+from service.api.routes import jobs, media, proposals, revisions, system, web
 from service.api.routes.uploads import UploadMetadataDefaults, uploads_router
 from service.blobs import LocalBlobStore
 from service.jobs.store import JobStore
 from service.jobs.sweeper import sweep_forever
 from service.keys import Keys
 from service.logs import log_event
+from service.media.frames import FrameServer
 from service.settings import Settings
 
 log = logging.getLogger("isvos.gateway")
@@ -37,7 +38,8 @@ def create_app(settings: Settings) -> FastAPI:
         store = JobStore(redis, keys, settings.jobs)
         await store.ensure_group()
         blobs = LocalBlobStore(data / "blobs")
-        app.state.gateway = Gateway(settings, redis, keys, store, blobs, uploads_dir)
+        frames = FrameServer(settings.limits.media())
+        app.state.gateway = Gateway(settings, redis, keys, store, blobs, uploads_dir, frames)
         sweeper = asyncio.create_task(sweep_forever(app.state.gateway))
         log_event(log, "gateway_started", backend=settings.backend.kind,
                   auth=settings.auth.enabled)  # fmt: skip
@@ -61,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(proposals.router)
     app.include_router(revisions.router)
+    app.include_router(media.router)
+    web.mount(app)
     app.include_router(uploads_router(settings, uploads_dir))
     app.include_router(system.router)
     app.add_middleware(UploadMetadataDefaults)

@@ -13,6 +13,7 @@ from service.auth import ANONYMOUS, authenticate
 from service.blobs import LocalBlobStore
 from service.jobs.store import JobStore
 from service.keys import Keys
+from service.media.frames import FrameServer
 from service.settings import Settings
 
 __all__ = ["ANONYMOUS", "Gateway", "GatewayDep", "Principal", "PrincipalDep", "owned_job"]
@@ -28,6 +29,7 @@ class Gateway:
     store: JobStore
     blobs: LocalBlobStore
     uploads_dir: object  # pathlib.Path of the tus uploads
+    frames: FrameServer  # video frames as JPEG (the web page)
 
 
 @dataclass(frozen=True)

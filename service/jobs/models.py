@@ -97,6 +97,7 @@ class JobPublic(BaseModel):
     frames_total: int | None = None
     fps: float | None = Field(None, description="frames per second of the current run")
     video: dict = Field(default_factory=dict, description="width, height, fps, frames")
+    objects: list[int] = Field(default_factory=list, description="object ids, revisions too")
     options: JobOptions
     attempts: int = 0
     steps: int = Field(0, description="frames the model computed, over every run and revision")
@@ -124,6 +125,7 @@ class JobPublic(BaseModel):
             frames_total=_int(data.get("frames_total")),
             fps=_float(data.get("fps")),
             video=json.loads(data.get("video") or "{}"),
+            objects=_objects(data),
             options=JobOptions.model_validate_json(data["options"]),
             attempts=int(data.get("attempts") or 0),
             steps=int(data.get("steps") or 0),
@@ -148,6 +150,13 @@ class JobList(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
+
+
+def _objects(data: dict[str, str]) -> list[int]:
+    ids = set(json.loads(data.get("objects") or "[]"))
+    for revision in job_revisions(data):
+        ids.update(revision.objects)
+    return sorted(ids)
 
 
 def _float(value: str | None) -> float | None:

@@ -46,6 +46,18 @@ def parse_options(text: str | None, gw: Gateway) -> JobOptions:
 
 def take_upload(gw: Gateway, owner: str, upload_id: str, job_id: str) -> tuple[str, int]:
     """Move a finished tus upload of ``owner`` into the job's folder; (blob key, bytes)."""
+    data, size = finished_upload(gw, owner, upload_id)
+    key = f"{job_prefix(job_id)}/input/video"
+    target = gw.blobs.local_path(key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(data, target)
+    (data.parent / f"{upload_id}.info").unlink(missing_ok=True)
+    return key, size
+
+
+def finished_upload(gw: Gateway, owner: str, upload_id: str) -> tuple[Path, int]:
+    """The file of a finished tus upload of ``owner`` and its size (``not_found`` for
+    another key's or a malformed id, ``failed_precondition`` while it is incomplete)."""
     if not _UPLOAD_ID.match(upload_id):
         raise IsvosError("not_found", "no such upload")
     folder = Path(gw.uploads_dir) / owner
@@ -62,12 +74,7 @@ def take_upload(gw: Gateway, owner: str, upload_id: str, job_id: str) -> tuple[s
         )
     if size > gw.settings.limits.max_upload_bytes:
         raise IsvosError("video_too_large", "the upload is over the size limit")
-    key = f"{job_prefix(job_id)}/input/video"
-    target = gw.blobs.local_path(key)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(data, target)
-    info.unlink(missing_ok=True)
-    return key, size
+    return data, size
 
 
 async def validate(gw: Gateway, form: JobForm, options: JobOptions) -> dict[str, str]:

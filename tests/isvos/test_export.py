@@ -29,7 +29,12 @@ def test_manifest(exported, tiny_model):
     manifest = json.loads((exported / "manifest.json").read_text())
     assert manifest["model_hash"] == model_hash(tiny_model)
     assert manifest["config"]["name"] == "tiny"
-    assert manifest["graphs"]["methods"] == ["encode_frame", "read_decode", "encode_value"]
+    assert manifest["graphs"]["methods"] == [
+        "encode_frame",
+        "read_decode",
+        "encode_value",
+        "propose",
+    ]
     graphs = (exported / manifest["graphs"]["file"]).read_bytes()
     assert manifest["graphs_sha256"] == hashlib.sha256(graphs).hexdigest()
     assert sorted(p.name for p in exported.iterdir()) == ["isvos.pt", "manifest.json"]

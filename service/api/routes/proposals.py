@@ -13,6 +13,7 @@ from isvos.errors import IsvosError
 from isvos.limits import MIN_PROCESSING_SIDE
 from service.api.deps import GatewayDep, PrincipalDep, owned_job
 from service.api.routes.jobs import ERRORS
+from service.jobs.submit import finished_upload
 from service.proposals import MAX_PROPOSALS, ProposalQuery, Proposals, ask, new_request_id
 
 router = APIRouter(prefix="/v1/proposals", tags=["proposals"])
@@ -26,6 +27,9 @@ async def proposals(
     who: PrincipalDep,
     image: Annotated[UploadFile | None, File(description="PNG, JPEG or WebP image")] = None,
     job_id: Annotated[str | None, Form(description="a job whose frame to use")] = None,
+    upload_id: Annotated[
+        str | None, Form(description="a finished upload whose frame to use")
+    ] = None,  # fmt: skip
     frame: Annotated[int | None, Form(ge=0, description="the job's frame index")] = None,
     x: Annotated[
         int | None, Form(ge=0, description="a pixel: 'selected' is the proposal covering it")
@@ -36,7 +40,8 @@ async def proposals(
     ] = None,
     max_proposals: Annotated[int, Form(ge=1, le=MAX_PROPOSALS)] = 20,
 ) -> Proposals:
-    """Give ``image``, or ``job_id`` and ``frame``. Masks are COCO RLE at the image's (the
+    """Give ``image``, or ``frame`` of a job (``job_id``) or of a finished upload
+    (``upload_id``). Masks are COCO RLE at the image's (the
     video's) size, non-overlapping, best first; with ``x`` and ``y``, ``selected`` names the
     one covering that pixel (click to select)."""
     settings = gw.settings
@@ -53,9 +58,12 @@ async def proposals(
     )  # fmt: skip
     data = None
     if image is not None:
-        if job_id is not None or frame is not None:
-            raise IsvosError("invalid_argument", "give an image or a job's frame, not both")
+        if job_id is not None or upload_id is not None or frame is not None:
+            raise IsvosError("invalid_argument", "give an image or a video's frame, not both")
         data = await read_limited(image, settings.limits.max_image_bytes, "image")
+    elif upload_id is not None and frame is not None:
+        path, _ = finished_upload(gw, who.owner, upload_id)
+        query.video, query.frame = str(path), frame
     elif job_id is not None and frame is not None:
         job = await owned_job(job_id, gw, who)
         frames = json.loads(job.get("video") or "{}").get("frames")
@@ -67,7 +75,9 @@ async def proposals(
         if size is None:
             query.short_side = json.loads(job["options"]).get("size")
     else:
-        raise IsvosError("invalid_argument", "give 'image', or 'job_id' and 'frame'")
+        raise IsvosError(
+            "invalid_argument", "give 'image', or 'frame' with 'job_id' or 'upload_id'"
+        )
     return await ask(gw.redis, gw.keys, query, data, settings.jobs.proposals_timeout_s)
 
 

@@ -19,8 +19,8 @@ def test_triton_and_local_proposals_are_identical(triton_backend, local_backend,
         np.testing.assert_array_equal(remote[0], local[0])
         np.testing.assert_array_equal(remote[1], local[1])
         size = image.shape[:2]
-        a = make_proposals(*remote, size, (size[0] * 2, size[1] * 2))
-        b = make_proposals(*local, size, (size[0] * 2, size[1] * 2))
+        a, _ = make_proposals(*remote, size, (size[0] * 2, size[1] * 2))
+        b, _ = make_proposals(*local, size, (size[0] * 2, size[1] * 2))
         assert [p.score for p in a] == [p.score for p in b] and a
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x.mask, y.mask)
