@@ -143,3 +143,12 @@ def test_scripted_matches_eager(exported, tiny_model, clip, size, objects):
         assert np.array_equal(a.labels, b.labels), i
         assert np.abs(a.probabilities - b.probabilities).max() <= 1e-4
     assert len(a.object_ids) == objects
+
+
+def test_scripted_proposals_match_eager(exported, tiny_model, clip):
+    frames, _ = clip
+    eager = Engine(EagerRunner(tiny_model)).propose(frames[3])
+    scripted = Engine(ScriptedRunner(exported)).propose(frames[3])
+    assert eager[1].dtype == np.float16 and eager[1].shape[1:] == (24, 40)  # 96x160 / 4
+    assert np.abs(eager[0] - scripted[0]).max() <= 1e-5
+    assert np.abs(eager[1].astype(np.float32) - scripted[1]).max() <= 2e-3

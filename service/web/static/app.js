@@ -139,6 +139,7 @@ function setSource(source) {
   stage.resize(source.width, source.height);
   $("frame-slider").max = String(Math.max(0, (source.frames || 1) - 1));
   $("workspace").hidden = false;
+  $("start").classList.add("compact");
 }
 
 // ------------------------------------------------------------------ objects

@@ -180,6 +180,10 @@ def test_the_page_from_upload_to_a_corrected_revision(page_service, browser, art
     page.locator("#repropagate").click()
     wait_text(page, "#revision-text", "revision 1")
     wait_text(page, "#job-text", "succeeded")
+    page.locator("#opacity").fill("60")
+    page.locator("#frame-slider").fill("50")
+    wait_text(page, "#frame-label", "50 / 71")
+    page.wait_for_timeout(300)
     page.screenshot(path=artifacts / "4-revised.png")
     with api(page_service) as client:
         revised = client.get(f"/v1/jobs/{job['id']}").json()
