@@ -95,8 +95,9 @@ def main() -> None:
     from isvos.model import build
 
     torch.set_num_threads(args.threads)
-    engine = Engine(EagerRunner(build(args.config, resolve_checkpoint(args.config,
-                                                                      args.checkpoint))))
+    engine = Engine(
+        EagerRunner(build(args.config, resolve_checkpoint(args.config, args.checkpoint)))
+    )
     print(f"config {args.config}, processing short side {args.size}")
     for split in args.splits:
         scores = []
@@ -106,8 +107,10 @@ def main() -> None:
             print(f"  {split:8s} {name:28s} IoU {score:.3f}")
         if scores:
             share = sum(s >= 0.8 for s in scores) / len(scores)
-            print(f"{split}: {len(scores)} clicks, mean IoU {statistics.mean(scores):.3f}, "
-                  f"median {statistics.median(scores):.3f}, >= 0.8: {share:.0%}")
+            print(
+                f"{split}: {len(scores)} clicks, mean IoU {statistics.mean(scores):.3f}, "
+                f"median {statistics.median(scores):.3f}, >= 0.8: {share:.0%}"
+            )
 
 
 if __name__ == "__main__":

@@ -1,57 +1,15 @@
 // The ISVOS page: upload a video, mark objects, track them, review, correct, re-propagate.
 // It uses the public /v1 API only (api.js), on this page's origin.
 
-import { Api, ApiError } from "./api.js";
 import {
-  colourCss, decodeRle, encodeRle, labelsFromPng, objectIds, paintDisc, pngOfLabels,
-} from "./masks.js";
-import { Lru, Stage } from "./stage.js";
+  addObject, loadMaskFile, paintAt, remember, renderObjects, selectAt, setObjects, tool, undo,
+} from "./editing.js";
+import { ApiError } from "./api.js";
+import { encodeRle, labelsFromPng, objectIds, pngOfLabels } from "./masks.js";
+import { $, api, guarded, redrawMasks, say, shownLabels, stage, state } from "./state.js";
 
-const $ = (id) => document.getElementById(id);
-const api = new Api();
-const stage = new Stage($("frame-canvas"), $("mask-canvas"));
 const OUTPUTS = ["png_zip", "rle_json", "overlay_mp4"];
 const FILE_NAMES = { png_zip: "masks.zip", rle_json: "masks.json", overlay_mp4: "overlay.mp4" };
-
-const state = {
-  info: null,
-  source: null, // {kind: "upload" | "job", id, width, height, frames, fps}
-  job: null,
-  frame: 0,
-  annotations: new Map(), // before a job: frame -> labels
-  corrections: new Map(), // a job's frame -> {labels, touched: Set of ids}
-  results: new Lru(512), // a job's frame -> labels
-  images: new Lru(128), // frame -> ImageBitmap
-  objects: [], // {id, name}
-  current: 1,
-  undo: [],
-  playing: false,
-  following: null, // AbortController of the events stream
-  loadToken: 0,
-};
-
-// ------------------------------------------------------------------ messages
-
-function say(error) {
-  const box = $("message");
-  if (!error) {
-    box.hidden = true;
-    return;
-  }
-  box.textContent = error instanceof ApiError ? `${error.code}: ${error.message}` : String(error.message || error);
-  box.hidden = false;
-  if (error instanceof ApiError && error.status === 401) $("key-form").hidden = false;
-}
-
-async function guarded(action) {
-  try {
-    say(null);
-    return await action();
-  } catch (error) {
-    if (error.name !== "AbortError") say(error);
-    return undefined;
-  }
-}
 
 // ------------------------------------------------------------------ sources and frames
 
@@ -85,12 +43,6 @@ async function jobLabels(n) {
   return labels;
 }
 
-function shownLabels(n) {
-  if (!state.job) return state.annotations.get(n) || null;
-  const correction = state.corrections.get(n);
-  return correction ? correction.labels : state.results.get(n) || null;
-}
-
 async function goTo(n) {
   const s = state.source;
   if (!s) return;
@@ -103,10 +55,6 @@ async function goTo(n) {
   if (token !== state.loadToken) return; // a later frame was asked for meanwhile
   stage.draw(bitmap, shownLabels(n));
   updateMode();
-}
-
-function redrawMasks() {
-  stage.drawMasks(shownLabels(state.frame));
 }
 
 async function openUpload(id) {
@@ -142,132 +90,9 @@ function setSource(source) {
   $("start").classList.add("compact");
 }
 
-// ------------------------------------------------------------------ objects
-
-function setObjects(objects) {
-  state.objects = objects;
-  state.current = objects.length ? objects[0].id : 1;
-  renderObjects();
-}
-
-function renderObjects() {
-  const list = $("objects");
-  list.replaceChildren();
-  for (const object of state.objects) {
-    const item = document.createElement("li");
-    const pick = document.createElement("input");
-    Object.assign(pick, { type: "radio", name: "object", value: String(object.id),
-      checked: object.id === state.current, id: `object-${object.id}` });
-    pick.addEventListener("change", () => { state.current = object.id; });
-    const swatch = document.createElement("span");
-    swatch.className = "swatch";
-    swatch.style.background = colourCss(object.id);
-    const name = document.createElement("input");
-    Object.assign(name, { type: "text", value: object.name, className: "name" });
-    name.setAttribute("aria-label", `name of object ${object.id}`);
-    name.addEventListener("input", () => { object.name = name.value; });
-    const shown = document.createElement("input");
-    Object.assign(shown, { type: "checkbox", checked: !stage.view.hidden.has(object.id) });
-    shown.setAttribute("aria-label", `show object ${object.id}`);
-    shown.addEventListener("change", () => {
-      if (shown.checked) stage.view.hidden.delete(object.id);
-      else stage.view.hidden.add(object.id);
-      redrawMasks();
-    });
-    const label = document.createElement("label");
-    label.htmlFor = pick.id;
-    label.append(swatch, ` ${object.id}`);
-    item.append(pick, label, name, shown);
-    list.append(item);
-  }
-}
-
-function addObject() {
-  const id = Math.max(0, ...state.objects.map((o) => o.id)) + 1;
-  if (id > 255) return;
-  state.objects.push({ id, name: `object ${id}` });
-  state.current = id;
-  renderObjects();
-}
-
-// ------------------------------------------------------------------ editing
-
-// The label map being edited on the current frame (created on first use) and, for a job,
-// the objects touched on it.
-function editable() {
-  const n = state.frame;
-  const size = state.source.width * state.source.height;
-  if (!state.job) {
-    if (!state.annotations.has(n)) state.annotations.set(n, new Uint8Array(size));
-    return { labels: state.annotations.get(n), touched: null };
-  }
-  if (!state.corrections.has(n)) {
-    const base = state.results.get(n);
-    state.corrections.set(n, { labels: base ? base.slice() : new Uint8Array(size), touched: new Set() });
-  }
-  return state.corrections.get(n);
-}
-
-function remember() {
-  const target = editable();
-  state.undo.push({ frame: state.frame, job: Boolean(state.job), labels: target.labels.slice(),
-    touched: target.touched ? new Set(target.touched) : null });
-  if (state.undo.length > 40) state.undo.shift();
-}
-
-function undo() {
-  const last = state.undo.pop();
-  if (!last) return;
-  if (last.job) state.corrections.set(last.frame, { labels: last.labels, touched: last.touched });
-  else state.annotations.set(last.frame, last.labels);
-  if (last.frame === state.frame) redrawMasks();
-  else goTo(last.frame);
-}
-
-function tool() {
-  return document.querySelector("input[name=tool]:checked").value;
-}
-
-function paintAt(point) {
-  const target = editable();
-  const radius = Number($("brush-size").value) / 2;
-  paintDisc(target.labels, stage.width, stage.height, point.x, point.y, radius, state.current, tool() === "eraser");
-  if (target.touched) target.touched.add(state.current);
-  redrawMasks();
-}
-
-async function selectAt(point) {
-  const source = state.source;
-  const fields = { frame: state.frame, x: point.x, y: point.y };
-  fields[source.kind === "job" ? "job_id" : "upload_id"] = source.id;
-  const answer = await api.form("/v1/proposals", fields);
-  const chosen = answer.proposals.find((p) => p.id === answer.selected);
-  if (!chosen) {
-    say(new Error("no proposal covers that point: paint the object with the brush instead"));
-    return;
-  }
-  remember();
-  const target = editable();
-  const mask = decodeRle(chosen.rle);
-  for (let i = 0; i < mask.length; i++) {
-    if (target.labels[i] === state.current) target.labels[i] = 0;
-    if (mask[i]) target.labels[i] = state.current;
-  }
-  if (target.touched) target.touched.add(state.current);
-  redrawMasks();
-}
-
-async function loadMaskFile(file) {
-  const labels = await labelsFromPng(file, stage.width, stage.height);
-  remember();
-  const target = editable();
-  target.labels.set(labels);
-  for (const id of objectIds(labels)) {
-    if (!state.objects.some((o) => o.id === id)) state.objects.push({ id, name: `object ${id}` });
-    if (target.touched) target.touched.add(id);
-  }
-  renderObjects();
-  redrawMasks();
+function undoAndShow() {
+  const frame = undo();
+  if (frame !== null && frame !== state.frame) guarded(() => goTo(frame));
 }
 
 // ------------------------------------------------------------------ jobs
@@ -469,7 +294,7 @@ function wire() {
   $("next").addEventListener("click", () => guarded(() => goTo(state.frame + 1)));
   $("play").addEventListener("click", () => guarded(play));
   $("add-object").addEventListener("click", addObject);
-  $("undo").addEventListener("click", undo);
+  $("undo").addEventListener("click", undoAndShow);
   $("mask-file").addEventListener("change", (e) => e.target.files[0] && guarded(() => loadMaskFile(e.target.files[0])));
   $("brush-size").addEventListener("input", (e) => { $("brush-size-label").textContent = e.target.value; });
   $("opacity").addEventListener("input", (e) => {
@@ -509,7 +334,7 @@ function onKey(e) {
   if (e.key === "ArrowLeft") guarded(() => goTo(state.frame - 1));
   else if (e.key === "ArrowRight") guarded(() => goTo(state.frame + 1));
   else if (e.key === " " && !e.target.matches("button")) guarded(play);
-  else if ((e.ctrlKey || e.metaKey) && e.key === "z") undo();
+  else if ((e.ctrlKey || e.metaKey) && e.key === "z") undoAndShow();
   else if (tools[e.key]) document.querySelector(`input[name=tool][value=${tools[e.key]}]`).checked = true;
   else if (e.key === "[" || e.key === "]") {
     const size = $("brush-size");

@@ -53,6 +53,7 @@ def test_retention_expiry_removes_keys_and_files(redis_server, tmp_path, example
     from service.jobs.store import JobStore
     from service.jobs.sweeper import sweep_once
     from service.keys import Keys
+    from service.media.frames import FrameServer
 
     settings = make_settings(redis_server.url, tmp_path, jobs={"retention_s": 1})
     gateway = GatewayServer(settings)
@@ -69,7 +70,8 @@ def test_retention_expiry_removes_keys_and_files(redis_server, tmp_path, example
             redis = aioredis.from_url(settings.redis.url)
             keys = Keys(settings.redis.key_prefix)
             gw = Gateway(settings, redis, keys, JobStore(redis, keys, settings.jobs),
-                         LocalBlobStore(tmp_path / "blobs"), tmp_path / "uploads")  # fmt: skip
+                         LocalBlobStore(tmp_path / "blobs"), tmp_path / "uploads",
+                         FrameServer(settings.limits.media()))  # fmt: skip
             removed = await sweep_once(gw)
             left = [k async for k in redis.scan_iter(match=f"{keys.prefix}:*")
                     if job["id"].encode() in k]  # fmt: skip

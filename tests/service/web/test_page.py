@@ -69,11 +69,19 @@ def click_at(page, x: int, y: int, size: tuple[int, int]) -> None:
                      box["y"] + (y + 0.5) * box["height"] / size[0])  # fmt: skip
 
 
+def wait_until(page, condition: str, arg=None, timeout_s: float = 120) -> None:
+    """Wait for ``condition`` (JS) in the page; on a timeout, say what the page showed."""
+    try:
+        page.wait_for_function(condition, arg=arg, timeout=timeout_s * 1000)
+    except Exception as exc:
+        said = page.evaluate("() => [document.querySelector('#message').textContent, "
+                             "document.querySelector('#job-text').textContent]")  # fmt: skip
+        raise AssertionError(f"{condition} {arg}: the page says {said}") from exc
+
+
 def wait_text(page, selector: str, text: str, timeout_s: float = 120) -> None:
-    page.wait_for_function(
-        "([s, t]) => document.querySelector(s).textContent.includes(t)",
-        arg=[selector, text], timeout=timeout_s * 1000,
-    )  # fmt: skip
+    wait_until(page, "([s, t]) => document.querySelector(s).textContent.includes(t)",
+               [selector, text], timeout_s)  # fmt: skip
 
 
 def api(service) -> httpx.Client:
@@ -133,8 +141,7 @@ def test_the_page_from_upload_to_a_corrected_revision(page_service, browser, art
     # Run, and see frames arrive while it runs.
     page.locator("#run").click()
     wait_text(page, "#job-text", "frames")
-    page.wait_for_function("() => document.querySelector('#job-progress').value > 0",
-                           timeout=120_000)  # fmt: skip
+    wait_until(page, "() => document.querySelector('#job-progress').value > 0")
     wait_text(page, "#job-text", "succeeded")
     page.screenshot(path=artifacts / "3-finished.png")
 
