@@ -40,6 +40,7 @@ ERRORS: dict[str, ErrorCode] = _table(
     ("cancelled", "the work was cancelled by its owner", 409, "CANCELLED", False),
     ("deadline_exceeded", "the call did not finish within its deadline",
      504, "DEADLINE_EXCEEDED", True),
+    ("request_timeout", "the request body stopped arriving", 408, "DEADLINE_EXCEEDED", True),
     ("unauthenticated", "no valid API key was given", 401, "UNAUTHENTICATED", False),
     ("rate_limited", "a per-key limit on concurrent or queued work is reached",
      429, "RESOURCE_EXHAUSTED", True),

@@ -69,6 +69,9 @@ class LimitsSettings(_Section):
     max_short_side: int = Field(1080, ge=MIN_PROCESSING_SIDE)
     # Largest image sent for instance proposals (POST /v1/proposals).
     max_image_bytes: int = Field(32 << 20, ge=1)
+    # A request body that stops arriving for this long is answered 408 (a stalled or slow
+    # client cannot hold a connection and its upload open).
+    body_idle_timeout_s: float = Field(30.0, gt=0)
 
     def media(self) -> MediaLimits:
         """The media layer's limits (the same checks ``isvos segment`` makes)."""

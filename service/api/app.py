@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 
 from isvos import __version__
-from service.api import errors
+from service.api import errors, openapi
+from service.api.body_timeout import BodyIdleTimeout
 from service.api.deps import Gateway
 from service.api.metrics import REQUESTS
 from service.api.routes import jobs, media, proposals, revisions, system, web
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
+    openapi.install(app)
     app.include_router(jobs.router)
     app.include_router(proposals.router)
     app.include_router(revisions.router)
@@ -68,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(uploads_router(settings, uploads_dir))
     app.include_router(system.router)
     app.add_middleware(UploadMetadataDefaults)
+    app.add_middleware(BodyIdleTimeout, idle_s=settings.limits.body_idle_timeout_s)
 
     @app.middleware("http")
     async def access_log(request: Request, call_next):

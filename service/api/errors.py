@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from isvos.errors import ERRORS, IsvosError
 from service.logs import log_event
@@ -48,6 +49,16 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "the request is not valid"
 
 
+def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
+    """The methods the routes matching ``scope``'s path answer."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(IsvosError)
     async def _coded(request: Request, exc: IsvosError):
@@ -67,6 +78,8 @@ def install(app: FastAPI) -> None:
         response = error_response(code, message, status=exc.status_code)
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            response.headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
         return response
 
     @app.exception_handler(redis.exceptions.ConnectionError)
