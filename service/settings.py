@@ -138,6 +138,11 @@ class GrpcSettings(_Section):
     max_message_bytes: int = Field(16 << 20, ge=1 << 20)
     # A broken stream can be resumed for this long (its record is kept in Redis and blobs).
     resume_ttl_s: int = Field(600, ge=1)
+    # A stream whose first message (open) does not come within open_timeout_s, or whose
+    # next message does not come within idle_timeout_s, ends with DEADLINE_EXCEEDED
+    # (request_timeout): a silent client cannot hold a stream slot for ever.
+    open_timeout_s: float = Field(30.0, gt=0)
+    idle_timeout_s: float = Field(300.0, gt=0)
     # Results kept for a resume, in frames (those sent but maybe not received).
     resume_results: int = Field(64, ge=1)
     # HTTP/2 keepalive pings (seconds).

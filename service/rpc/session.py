@@ -98,7 +98,7 @@ class TrackSession:
     # ------------------------------------------------------------------ the call
 
     async def run(self) -> None:
-        first = await self.context.read()
+        first = await self._read(self.settings.grpc.open_timeout_s, "the open message")
         if first is _EOF() or first is None or first.WhichOneof("request") != "open":
             raise IsvosError("failed_precondition", "the first message of a stream must be open")
         self.open_msg = first.open
@@ -311,10 +311,18 @@ class TrackSession:
 
     # ------------------------------------------------------------------ requests
 
+    async def _read(self, timeout_s: float, what: str):
+        try:
+            return await asyncio.wait_for(self.context.read(), timeout_s)
+        except TimeoutError:
+            raise IsvosError(
+                "request_timeout", f"{what} did not come within {timeout_s:g} s"
+            ) from None
+
     async def next_request(self):
         """The next request that is not a frame is handled here; frames are returned."""
         while True:
-            message = await self.context.read()
+            message = await self._read(self.settings.grpc.idle_timeout_s, "the next message")
             if message is _EOF() or message is None:
                 raise _End
             kind = message.WhichOneof("request")

@@ -1,0 +1,27 @@
+"""Broken real inputs (truncated, bit-flipped, header-corrupted mp4, webm, png, RLE and
+images) are read or refused with a media code, under a memory and a time limit. The long
+run is benchmarks/fuzz_media.py."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.timeout(240)
+_spec = importlib.util.spec_from_file_location("fuzz_media", REPO / "benchmarks" / "fuzz_media.py")
+fuzz_media = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fuzz_media)
+
+
+def test_broken_media_is_read_or_refused_never_a_crash_or_a_hang():
+    results = fuzz_media.fuzz(fuzz_media.KINDS, cases=24, seed=3, timeout_s=90)
+    assert len(results) == len(fuzz_media.KINDS)
+    for result in results:
+        assert "error" not in result, result
+        assert not result["crashes"], result
+        assert result["cases"] == 24
+        refused = sum(n for outcome, n in result["outcomes"].items() if outcome != "read")
+        assert refused >= 6, result  # the truncations at least are refused
