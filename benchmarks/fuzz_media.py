@@ -73,8 +73,9 @@ def originals(folder: Path) -> dict[str, tuple[bytes, str]]:
             container.mux(packet)
     labels = read_indexed_png(REPO / "examples" / "shapes_first_frame.png")
     rle = json.dumps(encode_rle(labels, [1, 2])).encode()
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     image = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(frames[0])).save(image, format="PNG")

@@ -86,7 +86,8 @@ def _open_checked(path: Path, limits: MediaLimits, threads: int = 0) -> _Opened:
     if size == 0:
         raise _unreadable(path, "the file is empty")
     try:
-        container = av.open(str(path), mode="r")
+        # Metadata that is not valid UTF-8 (a corrupt or hostile file) is replaced, not fatal.
+        container = av.open(str(path), mode="r", metadata_errors="replace")
     except FFmpegError as e:
         raise _unreadable(path, f"FFmpeg cannot open it ({e.strerror or e})") from e
     try:

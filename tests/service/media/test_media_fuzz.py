@@ -5,6 +5,8 @@ run is benchmarks/fuzz_media.py."""
 from __future__ import annotations
 
 import importlib.util
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +27,18 @@ def test_broken_media_is_read_or_refused_never_a_crash_or_a_hang():
         assert result["cases"] == 24
         refused = sum(n for outcome, n in result["outcomes"].items() if outcome != "read")
         assert refused >= 6, result  # the truncations at least are refused
+
+
+def test_metadata_that_is_not_utf8_is_not_fatal(tmp_path):
+    """Found by the media fuzzing: a bit flip in a WebM tag made PyAV raise
+    UnicodeDecodeError while opening the file."""
+    from service.media.video import probe_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data, _ = fuzz_media.originals(Path(tmp))["webm"]
+    tag = data.find(b"ENCODER")  # a metadata key of the WebM file
+    assert tag > 0
+    broken = tmp_path / "broken.webm"
+    broken.write_bytes(data[: tag + 6] + b"\xd2" + data[tag + 7 :])  # "ENCODE\xd2": not UTF-8
+    info = probe_video(broken)
+    assert (info.width, info.height) == (320, 240)
