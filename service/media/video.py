@@ -106,6 +106,8 @@ def _open_checked(path: Path, limits: MediaLimits, threads: int = 0) -> _Opened:
             raise _unreadable(path, "it has no video stream")
         vs = streams[0]
         cc = vs.codec_context
+        if cc is None:  # a corrupt stream header: FFmpeg knows no decoder for it
+            raise _unreadable(path, "the video stream names no codec FFmpeg can decode")
         if not cc.width or not cc.height:
             raise _unreadable(path, "the video stream declares no frame size")
         check_dims(cc.width, cc.height, limits, f"video {path.name!r}")

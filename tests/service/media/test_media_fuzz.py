@@ -42,3 +42,20 @@ def test_metadata_that_is_not_utf8_is_not_fatal(tmp_path):
     broken.write_bytes(data[: tag + 6] + b"\xd2" + data[tag + 7 :])  # "ENCODE\xd2": not UTF-8
     info = probe_video(broken)
     assert (info.width, info.height) == (320, 240)
+
+
+def test_a_stream_with_an_unknown_codec_is_refused(tmp_path):
+    """Found by the media fuzzing: a bit flip in a WebM's codec id left PyAV with no codec
+    context, and probing raised AttributeError."""
+    from service.media.errors import MediaError
+    from service.media.video import probe_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data, _ = fuzz_media.originals(Path(tmp))["webm"]
+    codec = data.find(b"V_VP9")
+    assert codec > 0
+    broken = tmp_path / "unknown-codec.webm"
+    broken.write_bytes(data[:codec] + b"V_XX9" + data[codec + 5 :])
+    with pytest.raises(MediaError) as refused:
+        probe_video(broken)
+    assert refused.value.code == "video_unreadable" and "codec" in refused.value.message
