@@ -27,6 +27,10 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from serve_child import start_serve  # noqa: E402
+
 TOKEN = "fuzz-token"
 EXCLUDED_CHECKS = ("positive_data_acceptance",)
 # How the API refuses a request that breaks its schema: the tus routes answer 412 for a
@@ -94,32 +98,19 @@ def run_schemathesis(url: str, token: str | None, parameters: dict[str, str], *,
     }
 
 
-def serve(folder: Path, port: int, auth: bool) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ISVOS_")}
-    env.update({
+def serve(folder: Path, auth: bool) -> tuple[subprocess.Popen, str]:
+    settings = {
         "ISVOS_STORAGE__DATA_DIR": str(folder / "data"),
         "ISVOS_BACKEND__CONFIG": "tiny",
         "ISVOS_BACKEND__CHECKPOINT": str(REPO / "tests" / "assets" / "tiny_synthetic.pt"),
         "ISVOS_BACKEND__THREADS": "1",
         "ISVOS_JOBS__PROPOSALS_TIMEOUT_S": "5",
         "ISVOS_LIMITS__BODY_IDLE_TIMEOUT_S": "5",
-    })  # fmt: skip
+    }
     if auth:
         digest = hashlib.sha256(TOKEN.encode()).hexdigest()
-        env["ISVOS_AUTH__KEYS"] = json.dumps({"fuzzer": digest})
-    log = open(folder / "serve.log", "wb")  # noqa: SIM115 - the child's log, closed with it
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError((folder / "serve.log").read_text()[-2000:])
+        settings["ISVOS_AUTH__KEYS"] = json.dumps({"fuzzer": digest})
+    return start_serve(folder, settings, timeout_s=60)
 
 
 def main() -> None:
@@ -129,15 +120,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--auth", choices=["off", "on", "both"], default="both")
     args = parser.parse_args()
-    from service.redis_server import free_port
-
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.auth]
     failed = False
     for auth in modes:
         with tempfile.TemporaryDirectory() as tmp:
-            folder, port = Path(tmp), free_port()
-            process = serve(folder, port, auth)
-            url = f"http://127.0.0.1:{port}"
+            folder = Path(tmp)
+            process, url = serve(folder, auth)
             try:
                 token = TOKEN if auth else None
                 started = time.perf_counter()

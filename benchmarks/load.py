@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from serve_child import start_serve  # noqa: E402
+
 VIDEO = REPO / "examples" / "shapes.mp4"
 MASKS = REPO / "examples" / "shapes_first_frame.png"
 RETENTION_S = 60
@@ -130,32 +132,17 @@ async def streams(target: str, count: int, seconds: float, fps: float, frames, l
 def start(folder: Path, redis_url: str, workers: int) -> tuple[subprocess.Popen, str, str]:
     from service.redis_server import free_port
 
-    port, grpc_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ISVOS_")}
-    env.update({
+    grpc_port = free_port()
+    settings = {
         "ISVOS_REDIS__URL": redis_url, "ISVOS_STORAGE__DATA_DIR": str(folder / "data"),
         "ISVOS_BACKEND__CONFIG": "tiny",
         "ISVOS_BACKEND__CHECKPOINT": str(REPO / "tests" / "assets" / "tiny_synthetic.pt"),
         "ISVOS_BACKEND__THREADS": "1", "ISVOS_JOBS__RETENTION_S": str(RETENTION_S),
         "ISVOS_JOBS__SWEEP_EVERY_S": "5", "ISVOS_GRPC__RESUME_TTL_S": str(RETENTION_S),
-    })  # fmt: skip
-    log = open(folder / "serve.log", "wb")  # noqa: SIM115 - the child's log
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers",
-         str(workers), "--grpc-port", str(grpc_port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url, f"127.0.0.1:{grpc_port}"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError((folder / "serve.log").read_text()[-2000:])
+    }  # fmt: skip
+    process, url = start_serve(folder, settings, "--workers", str(workers), "--grpc-port",
+                               str(grpc_port))  # fmt: skip
+    return process, url, f"127.0.0.1:{grpc_port}"
 
 
 def main() -> None:
