@@ -4,7 +4,11 @@ uvicorn waits for a declared body as long as the connection stays open, so a cli
 sends headers (or part of an upload) and then nothing would hold a connection, a worker
 task and a partial file for ever. This ASGI middleware bounds each wait for the next body
 chunk; once the body is complete, receiving is left alone (server-sent events wait for a
-disconnect as long as they stream)."""
+disconnect as long as they stream).
+
+An answer sent before a declared body was read (a refusal from the headers alone) closes the
+connection: the server would otherwise wait on it for the rest of a body that may never
+come, and take the client's next request for part of it."""
 
 from __future__ import annotations
 
@@ -27,7 +31,11 @@ class BodyIdleTimeout:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        complete = False
+        headers = dict(scope.get("headers") or ())
+        declared = headers.get(b"content-length", b"0") not in (b"0", b"") or (
+            b"transfer-encoding" in headers
+        )
+        complete = not declared
         timed_out: BodyTimeout | None = None
         replaced = False
 
@@ -54,8 +62,12 @@ class BodyIdleTimeout:
             if timed_out is not None and message["type"] == "http.response.start":
                 replaced = True
                 response = error_response(timed_out.code, timed_out.message)
+                response.headers["connection"] = "close"
                 await response(scope, receive, send)
                 return
+            if message["type"] == "http.response.start" and not complete:
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (b"connection", b"close")]}  # fmt: skip
             await send(message)
 
         await self.app(scope, timed_receive, checked_send)

@@ -63,3 +63,20 @@ def test_an_event_stream_outlives_the_body_timeout(gateway, example_clip):
                 for _ in events.iter_lines():
                     pass
         http.delete(f"/v1/jobs/{job['id']}")
+
+
+def test_an_answer_before_the_body_closes_the_connection(gateway):
+    """Found by the HTTP fuzzing: refused from its headers, a request whose declared body never
+    came left the connection waiting for it, and the next request on it unanswered."""
+    head = (
+        b"PATCH /v1/uploads/0123456789abcdef0123456789abcdef HTTP/1.1\r\nHost: x\r\n"
+        b"Tus-Resumable: 0.2\r\nUpload-Offset: 0\r\nContent-Length: 110203\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(4096):  # ends when the server closes the connection
+            answer += chunk
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 4"), answer[:200]
+    assert b"connection: close" in rest.lower()
