@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from isvos.errors import IsvosError
 from isvos.limits import MAX_OBJECT_ID, MIN_PROCESSING_SIDE
 from service.jobs.revisions import Revision, job_revisions
 
@@ -150,6 +151,20 @@ class JobList(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
+
+
+def video_frames(job: dict[str, str]) -> int | None:
+    """Frames the job's video declares (None when its container does not say)."""
+    return json.loads(job.get("video") or "{}").get("frames")
+
+
+def check_frame_index(index: int, frames: int | None, past_end: str = "frame_range") -> None:
+    """``invalid_argument`` for a negative frame index; ``past_end`` for one at or after
+    ``frames``."""
+    if index < 0:
+        raise IsvosError("invalid_argument", "frame indices start at 0")
+    if frames is not None and index >= frames:
+        raise IsvosError(past_end, f"frame {index} is past the end (the video has {frames})")
 
 
 def _objects(data: dict[str, str]) -> list[int]:

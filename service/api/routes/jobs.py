@@ -16,7 +16,15 @@ from service.api.deps import GatewayDep, PrincipalDep, owned_job
 from service.api.metrics import UPLOAD_BYTES
 from service.api.upload import JobFormReader
 from service.blobs import job_prefix
-from service.jobs.models import OUTPUT_FILES, ErrorBody, JobList, JobPublic, JobStatus
+from service.jobs.models import (
+    OUTPUT_FILES,
+    ErrorBody,
+    JobList,
+    JobPublic,
+    JobStatus,
+    check_frame_index,
+    video_frames,
+)
 from service.jobs.submit import parse_options, take_upload, validate
 from service.worker.outputs import frame_key, output_key
 
@@ -214,15 +222,10 @@ def _file(path, media_type: str, filename: str | None = None) -> FileResponse:
 )  # fmt: skip
 async def job_frame(job_id: str, index: int, gw: GatewayDep, who: PrincipalDep):
     job = await owned_job(job_id, gw, who)
-    if index < 0:
-        raise IsvosError("invalid_argument", "frame indices start at 0")
+    check_frame_index(index, video_frames(job), past_end="not_found")
     key = frame_key(job_id, index)
     if gw.blobs.exists(key):
         return _file(gw.blobs.local_path(key), "image/png")
-    video = json.loads(job.get("video") or "{}")
-    frames = video.get("frames")
-    if frames is not None and index >= frames:
-        raise IsvosError("not_found", f"frame {index} is past the end (the video has {frames})")
     raise IsvosError(
         "not_found", f"frame {index} is not written (yet, or not processed: start/stride)"
     )

@@ -4,7 +4,6 @@ the objects are marked and the masks reviewed (thin routes; ``service.media.fram
 from __future__ import annotations
 
 import asyncio
-import json
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
@@ -12,6 +11,7 @@ from pydantic import BaseModel
 from isvos.errors import IsvosError
 from service.api.deps import GatewayDep, PrincipalDep, owned_job
 from service.api.routes.jobs import ERRORS
+from service.jobs.models import check_frame_index, video_frames
 from service.jobs.submit import finished_upload
 from service.media.video import probe_video
 
@@ -42,6 +42,7 @@ async def upload_video(upload_id: str, gw: GatewayDep, who: PrincipalDep) -> Vid
             summary="One frame of a finished upload's video (JPEG)")  # fmt: skip
 async def upload_frame(upload_id: str, index: int, gw: GatewayDep, who: PrincipalDep):
     path, _ = finished_upload(gw, who.owner, upload_id)
+    check_frame_index(index, None)  # past the end: the decoder says so
     return await _jpeg(gw, path, index)
 
 
@@ -49,15 +50,11 @@ async def upload_frame(upload_id: str, index: int, gw: GatewayDep, who: Principa
             summary="One frame of a job's video (JPEG), as the masks see it")  # fmt: skip
 async def job_video_frame(job_id: str, index: int, gw: GatewayDep, who: PrincipalDep):
     job = await owned_job(job_id, gw, who)
-    frames = json.loads(job.get("video") or "{}").get("frames")
-    if frames is not None and index >= frames:
-        raise IsvosError("frame_range", f"frame {index} is past the end (the video has {frames})")
+    check_frame_index(index, video_frames(job))
     return await _jpeg(gw, gw.blobs.local_path(job["video_key"]), index)
 
 
 async def _jpeg(gw, path, index: int) -> Response:
-    if index < 0:
-        raise IsvosError("invalid_argument", "frame indices start at 0")
     if not path.is_file():
         raise IsvosError("not_found", "the video was deleted")
     data = await asyncio.to_thread(gw.frames.jpeg, path, index)

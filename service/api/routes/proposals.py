@@ -13,6 +13,7 @@ from isvos.errors import IsvosError
 from isvos.limits import MIN_PROCESSING_SIDE
 from service.api.deps import GatewayDep, PrincipalDep, owned_job
 from service.api.routes.jobs import ERRORS
+from service.jobs.models import check_frame_index, video_frames
 from service.jobs.submit import finished_upload
 from service.proposals import MAX_PROPOSALS, ProposalQuery, Proposals, ask, new_request_id
 
@@ -66,10 +67,7 @@ async def proposals(
         query.video, query.frame = str(path), frame
     elif job_id is not None and frame is not None:
         job = await owned_job(job_id, gw, who)
-        frames = json.loads(job.get("video") or "{}").get("frames")
-        if frames is not None and frame >= frames:
-            raise IsvosError("frame_range", f"frame {frame} is past the end (the video has "
-                                            f"{frames})")  # fmt: skip
+        check_frame_index(frame, video_frames(job))
         query.video = str(gw.blobs.local_path(job["video_key"]))
         query.frame, query.job_id = frame, job_id
         if size is None:
@@ -82,7 +80,8 @@ async def proposals(
 
 
 async def read_limited(upload: UploadFile, limit: int, what: str) -> bytes:
-    """An uploaded file's bytes, refused once they pass ``limit`` or when there are none."""
+    """An uploaded file's bytes, refused once they pass ``limit`` or when there are none
+    (``{what}_unreadable``: ``what`` is "image" or "mask")."""
     parts, total = [], 0
     while chunk := await upload.read(CHUNK):
         total += len(chunk)
@@ -90,6 +89,5 @@ async def read_limited(upload: UploadFile, limit: int, what: str) -> bytes:
             raise IsvosError("video_too_large", f"the {what} is over the limit of {limit} bytes")
         parts.append(chunk)
     if not total:
-        raise IsvosError(f"{what}_unreadable" if what in ("image", "mask") else
-                         "invalid_argument", f"the {what} is empty")  # fmt: skip
+        raise IsvosError(f"{what}_unreadable", f"the {what} is empty")
     return b"".join(parts)
