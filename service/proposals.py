@@ -32,6 +32,7 @@ from service.media.errors import MediaError
 from service.media.limits import MediaLimits
 from service.media.rle import encode_rle
 from service.media.video import iter_frames
+from service.redis_server import REDIS_DOWN
 
 log = logging.getLogger("isvos.proposals")
 REPLY_TTL_S = 60
@@ -111,7 +112,7 @@ async def serve_proposals(redis: aioredis.Redis, keys: Keys, backend, limits: Me
     while not stop.is_set():
         try:
             item = await redis.blpop([keys.proposal_requests], timeout=1)
-        except (ConnectionError, OSError, aioredis.ConnectionError, aioredis.TimeoutError):
+        except REDIS_DOWN:  # Redis restarting: wait, then take requests again
             await asyncio.sleep(1.0)
             continue
         if item is None:

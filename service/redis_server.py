@@ -18,6 +18,11 @@ from pathlib import Path
 
 import redis
 
+# What a client sees while Redis is unreachable or restarting (a write fails; nothing is
+# recorded until it is back): callers wait and retry.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+              redis.exceptions.BusyLoadingError, ConnectionError)  # fmt: skip
+
 
 def server_binary() -> str:
     found = shutil.which("redis-server")

@@ -29,7 +29,6 @@ import time
 import uuid
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from isvos.errors import IsvosError
 from service.backends.base import Backend, watch_placements
@@ -38,14 +37,12 @@ from service.jobs.store import JobStore
 from service.keys import Keys
 from service.logs import log_event
 from service.proposals import serve_proposals
+from service.redis_server import REDIS_DOWN
 from service.runner import CancelToken
 from service.settings import Settings
 from service.worker.job import Fenced, JobContext, run_job, segment_request
 
 log = logging.getLogger("isvos.worker")
-# Redis unreachable or restarting (a job's writes fail; nothing is recorded until it is back).
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-              redis.exceptions.BusyLoadingError, ConnectionError)  # fmt: skip
 HEARTBEAT_TTL_S = 15
 
 
