@@ -117,7 +117,7 @@ class Engine:
                 continue
             pending.setdefault(image.shape[:2], []).append(i)
         for indices in pending.values():
-            images = torch.cat([steps[i][0]._image_tensor(steps[i][2]) for i in indices])
+            images = torch.cat([self.image_tensor(steps[i][2]) for i in indices])
             features = self.runner.encode_frame(images)
             for row, i in enumerate(indices):
                 session, frame_index, image, masks = steps[i]
@@ -128,6 +128,11 @@ class Engine:
                     results[i] = exc
         return results  # type: ignore[return-value]
 
+    def image_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """RGB uint8 [h, w, 3] -> [1, 3, h, w] in [0, 1] on the runner's device and dtype."""
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.runner.device)
+        return (x.permute(2, 0, 1)[None].to(self.runner.dtype) / 255.0).contiguous()
+
     def propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The instance branch's proposals for one RGB uint8 frame [h, w, 3]: (object
         probability float32 [N], mask probabilities float16 [N, ceil(h/4), ceil(w/4)]).
@@ -137,9 +142,7 @@ class Engine:
                 f"images must be RGB uint8 [h, w, 3], got {image.dtype} {image.shape}"
             )
         h, w = image.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.runner.device)
-        x = (x.permute(2, 0, 1)[None].to(self.runner.dtype) / 255.0).contiguous()
-        objectness, logits = self.runner.propose(x)
+        objectness, logits = self.runner.propose(self.image_tensor(image))
         probabilities = logits[:, : -(-h // 4), : -(-w // 4)].float().sigmoid().half()
         return objectness.float().cpu().numpy(), probabilities.cpu().numpy()
 
@@ -276,7 +279,7 @@ class Session:
         self.validate_step(frame_index, image, masks)
         masks = masks or {}
         memorise = self.will_memorise(frame_index, masks)
-        x = self._image_tensor(image)
+        x = self.engine.image_tensor(image)
         if features is None:
             features = self.runner.encode_frame(x)
         probabilities = self._predict(features)
@@ -388,10 +391,6 @@ class Session:
             if not mask.any():
                 raise ObjectError(f"mask of object {object_id} is empty")
 
-    def _image_tensor(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.runner.device)
-        return (x.permute(2, 0, 1)[None].to(self.runner.dtype) / 255.0).contiguous()
-
     def _predict(self, features) -> torch.Tensor:
         """[1 + O, h, w] soft-aggregated probabilities (background only without memory)."""
         h, w = self.processing_size
@@ -487,7 +486,7 @@ class Session:
         for object_id in self.object_ids:
             self.bank.add_object(object_id)
         for slot, payload in sorted(record.slots(), key=lambda item: item[0].frame_index):
-            x = self._image_tensor(payload.image)
+            x = self.engine.image_tensor(payload.image)
             features = self.runner.encode_frame(x)
             self._memorise(
                 slot.frame_index,
