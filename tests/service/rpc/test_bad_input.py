@@ -41,9 +41,10 @@ def _rle_masks(labels: np.ndarray, object_id: int) -> pb.Masks:
     return pb.Masks(coco_rle_json=json.dumps([entry]))
 
 
-async def _call(target: str, requests: list, metadata=(), timeout=None):
+async def _call(target: str, requests: list, metadata=(), timeout=None, half_close=True):
     """Send ``requests`` on one Track call; (responses, status code, error code, details).
-    The status is the call's own, whether or not the writes got through before it ended."""
+    The status is the call's own, whether or not the writes got through before it ended.
+    Without ``half_close`` (or requests) the client stays silent after its writes."""
     options = [("grpc.max_send_message_length", 64 << 20)]
     async with grpc.aio.insecure_channel(target, options=options) as ch:
         call = pb_grpc.SegmentationStub(ch).Track(metadata=metadata, timeout=timeout)
@@ -51,7 +52,7 @@ async def _call(target: str, requests: list, metadata=(), timeout=None):
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
             for request in requests:
                 await call.write(request)
-            if requests:
+            if requests and half_close:
                 await call.done_writing()
         with contextlib.suppress(grpc.aio.AioRpcError):
             async for response in call:

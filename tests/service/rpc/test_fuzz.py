@@ -122,20 +122,9 @@ def test_a_silent_stream_ends_with_request_timeout(redis_server, tmp_path):
         assert (status, code) == (grpc.StatusCode.DEADLINE_EXCEEDED, "request_timeout")
         assert time.monotonic() - started < 5
         opened = [pb.TrackRequest(open=pb.Open(short_side=96))]  # then silence
-        _, status, code, _ = asyncio.run(_call_open(server.target, opened))
+        _, status, code, _ = asyncio.run(
+            _call(server.target, opened, timeout=DEADLINE_S, half_close=False)
+        )
         assert (status, code) == (grpc.StatusCode.DEADLINE_EXCEEDED, "request_timeout")
     finally:
         server.stop()
-
-
-async def _call_open(target: str, requests: list):
-    """Write ``requests`` without half-closing, then read until the server ends the call."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = pb_grpc.SegmentationStub(channel).Track(timeout=DEADLINE_S)
-        for request in requests:
-            await call.write(request)
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            async for _ in call:
-                pass
-        code = dict(await call.trailing_metadata() or ()).get("isvos-error-code")
-        return None, await call.code(), code, await call.details()
