@@ -58,7 +58,8 @@ def check_revision(job: dict[str, str], frame: int, labels: np.ndarray | None,
     options = json.loads(job["options"])
     start, end, stride = options.get("start", 0), options.get("end"), options.get("stride", 1)
     frames = json.loads(job.get("video") or "{}").get("frames")
-    last = min(x for x in (end, frames) if x is not None) if (end or frames) else None
+    bounds = [x for x in (end, frames) if x is not None]
+    last = min(bounds) if bounds else None
     if frame < start or (last is not None and frame >= last) or (frame - start) % stride:
         raise IsvosError(
             "frame_range", f"frame {frame} is not one the job processes (start {start}, "

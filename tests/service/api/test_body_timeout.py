@@ -16,7 +16,8 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(scope="module")
 def gateway(redis_server, tmp_path_factory):
     settings = make_settings(redis_server.url, tmp_path_factory.mktemp("idle"),
-                             limits={"body_idle_timeout_s": 1.0})  # fmt: skip
+                             limits={"body_idle_timeout_s": 1.0},
+                             jobs={"proposals_timeout_s": 1.0})  # fmt: skip
     server = GatewayServer(settings)
     yield server
     server.stop()
@@ -80,3 +81,28 @@ def test_an_answer_before_the_body_closes_the_connection(gateway):
     status, _, rest = answer.partition(b"\r\n")
     assert status.startswith(b"HTTP/1.1 4"), answer[:200]
     assert b"connection: close" in rest.lower()
+
+
+def test_proposals_nobody_answers_are_503_and_an_unfinished_upload_409(gateway, example_clip):
+    """This gateway has no worker: a proposal request waits its timeout, then 503 with
+    Retry-After; a frame of an upload still in progress is refused."""
+    tus = {"Tus-Resumable": "1.0.0"}
+    with gateway.client() as http:
+        started = time.monotonic()
+        waited = http.post("/v1/proposals", files={"image": ("f.png", b"png?")})
+        assert waited.status_code == 503 and waited.json()["code"] == "unavailable"
+        assert waited.headers["retry-after"] and time.monotonic() - started < 5
+        created = http.post("/v1/uploads", headers={**tus, "Upload-Length": "10"})
+        upload = created.headers["location"].rstrip("/").split("/")[-1]
+        for path in (f"/v1/uploads/{upload}/video", f"/v1/uploads/{upload}/frames/0.jpg"):
+            unfinished = http.get(path)
+            assert unfinished.status_code == 409, unfinished.text
+            assert unfinished.json()["code"] == "failed_precondition"
+        job = submit(http, *example_clip[:1], [example_clip[1]]).json()  # stays queued
+        for index, status, code in ((-1, 400, "invalid_argument"), (72, 422, "frame_range")):
+            refused = http.get(f"/v1/jobs/{job['id']}/video/{index}.jpg")
+            assert (refused.status_code, refused.json()["code"]) == (status, code)
+        assert http.get(f"/v1/jobs/{job['id']}/video/3.jpg").headers["content-type"] == (
+            "image/jpeg"
+        )
+        http.delete(f"/v1/jobs/{job['id']}")
