@@ -4,6 +4,12 @@
 own for code that is not async. Errors are ``IsvosError`` with the service's code, so
 callers branch on ``error.code`` / ``error.retryable``, never on message text.
 
+Retries: a request that cannot reach the gateway (connection refused or broken) or is
+answered with a retryable code (503 ``unavailable`` while Redis restarts, 429
+``rate_limited``, ...) is sent again after the answer's ``Retry-After`` (else a growing
+backoff) for up to ``retry_s`` seconds. ``submit`` sends an ``Idempotency-Key`` (its own
+when the caller gives none), so a retried submission never makes a second job.
+
     with Client("http://127.0.0.1:8080") as client:
         job = client.submit("video.mp4", ["first.png"], {"outputs": ["png_zip"]})
         client.wait(job["id"], progress=print)
@@ -16,8 +22,9 @@ import asyncio
 import contextlib
 import io
 import json
+import uuid
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -26,6 +33,7 @@ from isvos.errors import ERRORS, IsvosError
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 TUS_CHUNK = 8 << 20
+MAX_RETRY_WAIT_S = 10.0
 
 
 def _error(response: httpx.Response) -> IsvosError:
@@ -40,10 +48,13 @@ def _error(response: httpx.Response) -> IsvosError:
 
 
 class AsyncClient:
-    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60) -> None:
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60,
+                 retry_s: float = 60) -> None:  # fmt: skip
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers,
                                       timeout=timeout)  # fmt: skip
+        self.retry_s = retry_s
+        self.retries = 0  # requests sent again, over the client's life
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -60,6 +71,34 @@ class AsyncClient:
             raise _error(response)
         return response
 
+    async def _retrying(self, send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+        """``send()``'s answer, sent again while the gateway is unreachable or answers a
+        retryable code, for up to ``retry_s`` seconds; errors as ``IsvosError``."""
+        loop = asyncio.get_running_loop()
+        deadline, backoff = loop.time() + self.retry_s, 0.2
+        while True:
+            try:
+                response = await send()
+            except httpx.TransportError as exc:
+                error = IsvosError("unavailable", f"the gateway cannot be reached: {exc!r}")
+                wait = backoff
+            else:
+                if response.status_code < 400:
+                    return response
+                error = _error(response)
+                if not error.retryable:
+                    raise error
+                wait = _retry_after(response, backoff)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise error
+            self.retries += 1
+            await asyncio.sleep(min(wait, remaining))
+            backoff = min(backoff * 2, 2.0)
+
+    async def _call(self, method: str, url: str, **kwargs) -> httpx.Response:
+        return await self._retrying(lambda: self.http.request(method, url, **kwargs))
+
     # ------------------------------------------------------------------ jobs
 
     async def submit(
@@ -72,35 +111,37 @@ class AsyncClient:
         idempotency_key: str | None = None,
     ) -> dict:
         """Create a job from a video file (or a finished upload) and its mask files."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        with contextlib.ExitStack() as files_open:
-            files = []
-            if video is not None:
-                path = Path(video)
-                files.append(("video", (path.name, files_open.enter_context(open(path, "rb")))))
-            for mask in masks:
-                path = Path(mask)
-                files.append(("masks", (path.name, files_open.enter_context(open(path, "rb")))))
-            data = {"options": json.dumps(options or {})}
-            if upload_id:
-                data["upload_id"] = upload_id
-            response = await self.http.post("/v1/jobs", files=files, data=data, headers=headers)
-        return (await self._check(response)).json()
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        data = {"options": json.dumps(options or {})}
+        if upload_id:
+            data["upload_id"] = upload_id
+
+        async def send() -> httpx.Response:  # files opened again for every try
+            with contextlib.ExitStack() as files_open:
+                files = [(field, (Path(path).name, files_open.enter_context(open(path, "rb"))))
+                         for field, path in [*([("video", video)] if video is not None else []),
+                                             *(("masks", mask) for mask in masks)]]  # fmt: skip
+                return await self.http.post("/v1/jobs", files=files, data=data, headers=headers)
+
+        return (await self._retrying(send)).json()
 
     async def get(self, job_id: str) -> dict:
-        return (await self._check(await self.http.get(f"/v1/jobs/{job_id}"))).json()
+        return (await self._call("GET", f"/v1/jobs/{job_id}")).json()
 
     async def list(self, status: str | None = None, limit: int = 50) -> list[dict]:
         params = {"limit": limit, **({"status": status} if status else {})}
-        return (await self._check(await self.http.get("/v1/jobs", params=params))).json()["jobs"]
+        return (await self._call("GET", "/v1/jobs", params=params)).json()["jobs"]
 
     async def delete(self, job_id: str) -> None:
-        await self._check(await self.http.delete(f"/v1/jobs/{job_id}"))
+        await self._call("DELETE", f"/v1/jobs/{job_id}")
 
     async def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[dict]:
         """The job's events (``type``, ``id`` and the event's fields) until its final status;
-        reconnects after a dropped connection and resumes with ``Last-Event-ID``."""
+        reconnects after a dropped connection (or a retryable answer) and resumes with
+        ``Last-Event-ID``, for up to ``retry_s`` seconds without an event."""
         last = last_event_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_s
         while True:
             headers = {"Last-Event-ID": last} if last else {}
             try:
@@ -108,11 +149,17 @@ class AsyncClient:
                                             timeout=None) as response:  # fmt: skip
                     await self._check(response)
                     async for event in _sse(response):
-                        last = event["id"]
+                        last, deadline = event["id"], loop.time() + self.retry_s
                         yield event
                         if event.get("type") == "status" and event.get("status") in TERMINAL:
                             return
-            except (httpx.TransportError, httpx.RemoteProtocolError):
+            except (httpx.TransportError, IsvosError) as exc:
+                if isinstance(exc, IsvosError) and not exc.retryable:
+                    raise
+                if loop.time() > deadline:
+                    raise IsvosError("unavailable", f"no events of job {job_id} came within "
+                                     f"{self.retry_s:g} s: {exc}") from None  # fmt: skip
+                self.retries += 1
                 await asyncio.sleep(0.5)
 
     async def wait(self, job_id: str, progress: Callable[[dict], None] | None = None) -> dict:
@@ -123,12 +170,11 @@ class AsyncClient:
         return await self.get(job_id)
 
     async def frame(self, job_id: str, index: int) -> bytes:
-        response = await self.http.get(f"/v1/jobs/{job_id}/frames/{index}.png")
-        return (await self._check(response)).content
+        return (await self._call("GET", f"/v1/jobs/{job_id}/frames/{index}.png")).content
 
     async def result(self, job_id: str, fmt: str) -> bytes:
-        response = await self.http.get(f"/v1/jobs/{job_id}/result", params={"format": fmt})
-        return (await self._check(response)).content
+        return (await self._call("GET", f"/v1/jobs/{job_id}/result",
+                                 params={"format": fmt})).content  # fmt: skip
 
     async def download(self, job_id: str, out_dir: str | Path, formats: list[str]) -> None:
         """Write the files ``isvos segment`` writes: ``masks/00000.png ...`` (png_zip),
@@ -158,22 +204,40 @@ class AsyncClient:
         size = path.stat().st_size
         tus = {"Tus-Resumable": "1.0.0"}
         if upload_url is None:
-            response = await self._check(await self.http.post(
-                "/v1/uploads", headers={**tus, "Upload-Length": str(size)}
-            ))  # fmt: skip
+            response = await self._call("POST", "/v1/uploads",
+                                        headers={**tus, "Upload-Length": str(size)})  # fmt: skip
             upload_url = response.headers["Location"]
-        head = await self._check(await self.http.head(upload_url, headers=tus))
-        offset = int(head.headers["Upload-Offset"])
+
+        async def server_offset() -> int:
+            head = await self._call("HEAD", upload_url, headers=tus)
+            return int(head.headers["Upload-Offset"])
+
+        offset = await server_offset()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_s
         with open(path, "rb") as source:
-            source.seek(offset)
             while offset < size:
+                source.seek(offset)
                 chunk = source.read(TUS_CHUNK)
                 headers = {**tus, "Upload-Offset": str(offset),
                            "Content-Type": "application/offset+octet-stream"}  # fmt: skip
-                response = await self._check(
-                    await self.http.patch(upload_url, content=chunk, headers=headers)
-                )
-                offset = int(response.headers["Upload-Offset"])
+                try:
+                    response = await self._check(
+                        await self.http.patch(upload_url, content=chunk, headers=headers)
+                    )
+                    offset = int(response.headers["Upload-Offset"])
+                    deadline = loop.time() + self.retry_s
+                except (httpx.TransportError, IsvosError) as exc:
+                    # A chunk that failed may have been stored in part: go on from where the
+                    # server stands.
+                    if isinstance(exc, IsvosError) and not exc.retryable:
+                        raise
+                    if loop.time() > deadline:
+                        raise IsvosError("unavailable", f"the upload made no progress within "
+                                         f"{self.retry_s:g} s: {exc}") from None  # fmt: skip
+                    self.retries += 1
+                    await asyncio.sleep(0.5)
+                    offset = await server_offset()
         return upload_url.rstrip("/").rsplit("/", 1)[-1]
 
 
@@ -202,12 +266,17 @@ async def _sse(response: httpx.Response) -> AsyncIterator[dict]:
 class Client:
     """``AsyncClient``'s calls, blocking (an event loop of its own)."""
 
-    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60) -> None:
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60,
+                 retry_s: float = 60) -> None:  # fmt: skip
         self._loop = asyncio.new_event_loop()
-        self._client = self._loop.run_until_complete(_make(base_url, api_key, timeout))
+        self._client = self._loop.run_until_complete(_make(base_url, api_key, timeout, retry_s))
 
     def _run(self, coroutine):
         return self._loop.run_until_complete(coroutine)
+
+    @property
+    def retries(self) -> int:
+        return self._client.retries
 
     def submit(self, video, masks, options=None, **kwargs) -> dict:
         return self._run(self._client.submit(video, masks, options, **kwargs))
@@ -247,5 +316,14 @@ class Client:
         self.close()
 
 
-async def _make(base_url: str, api_key: str | None, timeout: float) -> AsyncClient:
-    return AsyncClient(base_url, api_key=api_key, timeout=timeout)
+async def _make(base_url: str, api_key: str | None, timeout: float,
+                retry_s: float) -> AsyncClient:  # fmt: skip
+    return AsyncClient(base_url, api_key=api_key, timeout=timeout, retry_s=retry_s)
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    """The answer's ``Retry-After`` in seconds (bounded), else ``default``."""
+    try:
+        return min(max(float(response.headers["Retry-After"]), 0.0), MAX_RETRY_WAIT_S)
+    except (KeyError, ValueError):
+        return default

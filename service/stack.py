@@ -50,9 +50,24 @@ class _Process:
     name: str
     process: subprocess.Popen
     log_path: Path
+    args: list[str] = field(default_factory=list)  # ``isvos ARGS``, to start it again
+    env: dict[str, str] = field(default_factory=dict)
+    log_offset: int = 0  # where this run's output begins in the (appended) log
+    restarts: int = 0
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """This run's output."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL (a crashed process or a pod killed for memory)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
 
 
 @dataclass
@@ -82,6 +97,9 @@ class TritonProcess(_Process):
             except ProcessLookupError:
                 pass
         self.process.wait(30)
+
+    def kill(self) -> None:
+        self.crash()
 
     def drain(self, draining: bool = True) -> None:
         set_draining(self.drain_file, draining)
@@ -116,8 +134,12 @@ class LocalStack:
                                        {**env, "ISVOS_PORT": str(o.http_port)})  # fmt: skip
             self.grpc = self._spawn("grpc", ["grpc"],
                                     {**env, "ISVOS_GRPC__PORT": str(o.grpc_port)})  # fmt: skip
-            self.http_url = f"http://127.0.0.1:{self._wait_port(self.gateway, 'gateway_listening')}"
-            self.grpc_target = f"127.0.0.1:{self._wait_port(self.grpc, 'grpc_started')}"
+            http_port = self._wait_port(self.gateway, "gateway_listening")
+            grpc_port = self._wait_port(self.grpc, "grpc_started")
+            self.gateway.env["ISVOS_PORT"] = str(http_port)  # restarts keep their ports
+            self.grpc.env["ISVOS_GRPC__PORT"] = str(grpc_port)
+            self.http_url = f"http://127.0.0.1:{http_port}"
+            self.grpc_target = f"127.0.0.1:{grpc_port}"
             self.workers = [self._spawn(f"worker-{i}", ["worker", "--name", f"stack-worker-{i}"],
                                         env) for i in range(o.workers)]  # fmt: skip
             for worker in self.workers:
@@ -175,11 +197,46 @@ class LocalStack:
         for key, value in o.triton_params.items():
             args += ["--param", f"{key}={value}"]
         base = self._spawn(f"triton-{index}", args, {})
-        return TritonProcess(base.name, base.process, base.log_path, drain_file=str(drain_file))
+        return TritonProcess(base.name, base.process, base.log_path, base.args, base.env,
+                             base.log_offset, drain_file=str(drain_file))  # fmt: skip
 
     def _wait_triton(self, triton: TritonProcess) -> None:
         found = self._wait_for(triton, lambda text: _TRITON_READY.search(text))
         triton.url, triton.http_url = found.group(1), found.group(2)
+        # A restart listens where the clients already point.
+        ports = {"--grpc-port": triton.url.rsplit(":", 1)[1],
+                 "--http-port": triton.http_url.rsplit(":", 1)[1]}  # fmt: skip
+        for i, arg in enumerate(triton.args[:-1]):
+            if arg in ports:
+                triton.args[i + 1] = ports[arg]
+
+    # ------------------------------------------------------------------ restarts
+
+    def restart(self, proc: _Process) -> None:
+        """Start ``proc`` again (killed or not) with its command line and settings, on the
+        ports it had, and return once it is ready (what a pod restart does)."""
+        if proc.process.poll() is None:
+            proc.kill()
+        again = self._spawn(proc.name, proc.args, proc.env)
+        proc.process, proc.log_offset = again.process, again.log_offset
+        proc.restarts += 1
+        if isinstance(proc, TritonProcess):
+            self._wait_triton(proc)
+        elif proc is self.gateway:
+            self._wait_event(proc, "gateway_listening")
+        elif proc is self.grpc:
+            self._wait_event(proc, "grpc_started")
+        else:
+            self._wait_event(proc, "worker_started")
+
+    def restart_redis(self, *, kill: bool = True) -> None:
+        """Kill (or stop) Redis and start it again on its port and append-only file."""
+        redis = self.redis
+        if kill:
+            redis.kill()
+        else:
+            redis.stop()
+        redis.process = start_redis(redis.data_dir, port=redis.port).process
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> _Process:
         """``isvos ARGS`` (as the images run it) with ``env`` over this environment."""
@@ -187,9 +244,10 @@ class LocalStack:
         full.update(env)
         log_path = self.logs / f"{name}.log"
         with open(log_path, "ab") as log:
+            offset = log.tell()
             process = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=full,
                                        stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        return _Process(name, process, log_path)
+        return _Process(name, process, log_path, list(args), dict(env), offset)
 
     def _wait_event(self, proc: _Process, event: str) -> dict:
         def find(text: str):

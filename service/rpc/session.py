@@ -94,6 +94,7 @@ class TrackSession:
         self.stopping = False  # the call is over: the sink stops waiting for room
         self.step_clients: dict[int, int] = {}  # session step -> client index (recent)
         self.written_step = -1  # the last step whose result was produced
+        self.closed: pb.Closed | None = None  # resumed after its client had closed it
 
     # ------------------------------------------------------------------ the call
 
@@ -112,6 +113,9 @@ class TrackSession:
         )))  # fmt: skip
         for item in cached:
             await self.context.write(_result_from_cache(item))
+        if self.closed is not None:
+            await self._close_again()
+            return
         runner = asyncio.create_task(self._run_session(resume))
         try:
             while True:
@@ -168,6 +172,12 @@ class TrackSession:
         if "height" in meta:
             self.size = (int(meta["height"]), int(meta["width"]))
             self.psize = (int(meta["p_height"]), int(meta["p_width"]))
+        if meta.get("closed"):
+            # Its client had closed it and did not get the answer: what it missed, then Closed.
+            self.last_client_index = int(meta["last_client_index"])
+            self.closed = pb.Closed(frames=int(meta["closed_frames"]),
+                                    dropped=int(meta["closed_dropped"]))  # fmt: skip
+            return None, await self.store.results_after(token, msg.last_received_index)
         record = await self.store.load_record(token)
         self.suppress_through = msg.last_received_index
         cached: list[str] = []
@@ -212,6 +222,19 @@ class TrackSession:
         except BaseException as exc:
             await self._save_on_break(exc)
             raise
+
+    async def _close_again(self) -> None:
+        """Wait for the resuming client's close (it has no frame left to send): Closed."""
+        try:
+            message = await self.next_request()
+        except _End:
+            await self.context.write(pb.TrackResponse(closed=self.closed))
+            log_event(log, "stream_closed_again", trace_id=self.session_id)
+            return
+        raise IsvosError(
+            "failed_precondition",
+            f"frame {message.frame.index} came after the stream was closed; open a new stream",
+        )
 
     def _opened(self, handle) -> None:
         self.handle = handle
@@ -300,7 +323,10 @@ class TrackSession:
             with contextlib.suppress(IsvosError):
                 await self.backend.close(self.handle)
         if self.closed_by_client:
-            await self.store.delete(self.session_id)
+            results, self.unsaved = self.unsaved, []
+            fields = {"closed_frames": str(self.processed), "closed_dropped": str(self.dropped),
+                      "last_client_index": str(self.last_client_index)}  # fmt: skip
+            await self.store.close(self.session_id, self.epoch, fields, results)
             await self.results.put(pb.TrackResponse(closed=pb.Closed(
                 frames=self.processed, dropped=self.dropped)))  # fmt: skip
         log_event(log, "stream_closed", trace_id=self.session_id, frames=self.processed,

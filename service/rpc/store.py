@@ -2,7 +2,10 @@
 record's slots in the blob store, and the latest results (so a client that lost some in a
 broken connection gets them again). Every write checks the stream's epoch (a resumed stream
 bumps it), so an old server task that outlives its connection cannot overwrite the new one.
-Everything expires ``resume_ttl_s`` after the last write. Torch-free."""
+Everything expires ``resume_ttl_s`` after the last write. A stream its client closed keeps
+only its meta (marked closed) and its last results, for ``CLOSED_KEEP_S``: a client whose
+connection broke before the ``Closed`` answer reached it resumes, gets what it missed and
+``Closed`` again. Torch-free."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from isvos.record import SessionRecord
 from service.blobs import LocalBlobStore
 from service.keys import Keys
 from service.records import RecordStore
+
+CLOSED_KEEP_S = 60  # how long a closed stream answers a resume (a client's reconnect time)
 
 # KEYS: meta, record header, results; ARGV: epoch, header ("" = keep), meta fields (JSON),
 #       results (a JSON list of "<client index>:<base64 FrameResult>"), ttl, results kept
@@ -106,6 +111,19 @@ class StreamStore:
         """The ``RecordSink`` of a stream's run; ``on_save(header)`` gives the fields and
         results to write with each header."""
         return _StreamRecord(self, session_id, epoch, on_save)
+
+    async def close(self, session_id: str, epoch: int, fields: dict[str, str],
+                    results: list[str]) -> None:  # fmt: skip
+        """The client closed the stream: its last results and ``fields`` (the closing
+        figures) saved, the record dropped, the rest kept ``CLOSED_KEEP_S``."""
+        k = self.keys
+        if await self.save(session_id, epoch, None, {**fields, "closed": "1"}, results):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(k.stream_record(session_id))
+            pipe.expire(k.stream(session_id), min(self.ttl_s, CLOSED_KEEP_S))
+            pipe.expire(k.stream_results(session_id), min(self.ttl_s, CLOSED_KEEP_S))
+            await pipe.execute()
+        await asyncio.to_thread(self.blobs.delete_prefix, f"streams/{session_id}")
 
     async def delete(self, session_id: str) -> None:
         k = self.keys

@@ -50,13 +50,13 @@ def terminate(process: subprocess.Popen, timeout: float) -> None:
 class GatewayServer:
     """The FastAPI app under uvicorn on a free port, in a thread of this process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
         import uvicorn
 
         from service.api.app import create_app
 
         self.settings = settings
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
                                 log_config=None, lifespan="on")  # fmt: skip

@@ -105,3 +105,46 @@ def test_another_replica_takes_over(redis_server, tmp_path, clip_frames, referen
         b.stop()
     assert reconnects >= 1 and '"stream_resumed"' in b.log()
     _assert_identical(results, reference)
+
+
+def test_a_close_whose_answer_was_lost_is_answered_again(grpc_server, clip_frames):
+    """The connection breaks after the client's close, before it got ``Closed`` (and its
+    last results): resuming gives those results and ``Closed`` again, not an unknown token."""
+    import grpc
+
+    from service.rpc.client import SendFrame, frame_request
+    from service.rpc.gen import segmentation_pb2_grpc as pb_grpc
+
+    frames, first = clip_frames
+    count = 10
+
+    async def call(requests):
+        async with grpc.aio.insecure_channel(grpc_server.target) as channel:
+            stub = pb_grpc.SegmentationStub(channel)
+            return [reply async for reply in stub.Track(iter(requests))]
+
+    requests = [pb.TrackRequest(open=SMALL)]
+    for i in range(count):
+        requests += frame_request(SendFrame(i, frames[i], first if i == 0 else None))
+    requests.append(pb.TrackRequest(close=pb.Close()))
+    whole = asyncio.run(call(requests))
+    token = whole[0].opened.resume_token
+    results = [r.result for r in whole if r.WhichOneof("response") == "result"]
+    assert [r.index for r in results] == list(range(count))
+    assert whole[-1].closed.frames == count
+
+    resume = pb.Open(resume_token=token, last_received_index=count - 3)
+    again = asyncio.run(call([pb.TrackRequest(open=resume), pb.TrackRequest(close=pb.Close())]))
+    kinds = [r.WhichOneof("response") for r in again]
+    assert kinds == ["opened", "result", "result", "closed"], kinds
+    assert again[0].opened.resume_after_index == count - 1  # nothing to send again
+    assert [r.result.index for r in again[1:3]] == [count - 2, count - 1]
+    for got in again[1:3]:
+        np.testing.assert_array_equal(result_labels(got.result),
+                                      result_labels(results[got.result.index]))  # fmt: skip
+    assert again[-1].closed.frames == count
+    # A frame after the close is refused with a status, not taken for a new stream.
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        asyncio.run(call([pb.TrackRequest(open=resume),
+                          *frame_request(SendFrame(count, frames[count]))]))  # fmt: skip
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
