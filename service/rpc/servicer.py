@@ -83,6 +83,8 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
 
     async def GetSession(self, request, context):  # noqa: N802
         meta = await self._owned(request.session_id, context)
+        if meta.get("closed"):  # only its closing answer is kept, for a lost Closed
+            await abort(context, "not_found", f"session {request.session_id} was closed")
         last = int(meta.get("record_client_index", -1)) if meta else -1
         return pb.GetSessionResponse(
             session_id=request.session_id, live=request.session_id in self.live,

@@ -294,21 +294,16 @@ class TrackSession:
         return fields, results
 
     async def _save_on_break(self, exc: BaseException) -> None:
-        """The stream ends abnormally: save the exact record for a resume, then close."""
+        """The stream ends abnormally: save the exact record for a resume, then close the
+        session (a resume opens it again, here or on another server)."""
         handle = self.handle
-        if handle is None or self.closed_by_client:
+        if handle is None:
             return
         try:
-            record = await self.backend.record(handle)
-            if record.header.next_frame_index != self.written_step + 1:
-                # Frames were stepped whose results were never produced: a record past them
-                # would lose them. The last periodic record (saved as frames are written)
-                # stays the resume point.
-                raise IsvosError("failed_precondition", "results are behind the session")
-            store = self.store.records(self.session_id, self.epoch, self._on_save)
-            for _, payload in record.slots():  # every slot first, then the header naming them
-                await store.put_slot(payload.frame_index, encode_slot(payload))
-            await store.save(record.header, None)
+            # A stream its client had closed broke on the way out (say, Redis went away as
+            # the last record was written): the periodic record is the resume point.
+            if not self.closed_by_client:
+                await self._save_exact_record(handle)
         except BaseException as error:  # noqa: BLE001 - the periodic record stays
             log_event(log, "stream_save_failed", logging.WARNING, trace_id=self.session_id,
                       error=f"{type(error).__name__}: {error}")  # fmt: skip
@@ -317,6 +312,18 @@ class TrackSession:
                 await self.backend.close(handle)
         log_event(log, "stream_broken", trace_id=self.session_id,
                   error=type(exc).__name__, frames=self.processed)  # fmt: skip
+
+    async def _save_exact_record(self, handle) -> None:
+        record = await self.backend.record(handle)
+        if record.header.next_frame_index != self.written_step + 1:
+            # Frames were stepped whose results were never produced: a record past them
+            # would lose them. The last periodic record (saved as frames are written)
+            # stays the resume point.
+            raise IsvosError("failed_precondition", "results are behind the session")
+        store = self.store.records(self.session_id, self.epoch, self._on_save)
+        for _, payload in record.slots():  # every slot first, then the header naming them
+            await store.put_slot(payload.frame_index, encode_slot(payload))
+        await store.save(record.header, None)
 
     async def _finish(self) -> None:
         if self.handle is not None:

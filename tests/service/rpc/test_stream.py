@@ -106,7 +106,7 @@ def test_get_and_close_session(grpc_server, clip_frames):
         async with grpc.aio.insecure_channel(grpc_server.target) as channel:
             stub = pb_grpc.SegmentationStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as gone:
-                # A stream ended with Close is forgotten at once.
+                # A stream ended with Close is no session any more.
                 await stub.GetSession(pb.GetSessionRequest(session_id=client.session_id))
             return gone.value.code()
 
