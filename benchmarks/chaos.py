@@ -272,10 +272,11 @@ async def inject_faults(stack, seconds: float, every: float, down_s: float, audi
     """One fault every ``every`` seconds (±30 %), in shuffled rounds of all kinds."""
     deadline = time.monotonic() + seconds
     plan: list[str] = []
-    while True:
-        await asyncio.sleep(every * rng.uniform(0.7, 1.3))
-        if time.monotonic() >= deadline:
+    while every > 0:
+        pause = every * rng.uniform(0.7, 1.3)
+        if time.monotonic() + pause >= deadline:
             return
+        await asyncio.sleep(pause)
         if not plan:
             plan = rng.sample(FAULTS, len(FAULTS))
         kind = plan.pop()
@@ -372,7 +373,12 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=10.0, help="frames/s each stream sends")
     parser.add_argument("--clips", type=int, default=3, help="distinct input clips")
     parser.add_argument("--frames", type=int, default=96, help="frames per clip")
-    parser.add_argument("--fault-every", type=float, default=40.0, help="seconds between faults")
+    parser.add_argument(
+        "--fault-every",
+        type=float,
+        default=40.0,
+        help="seconds between faults (0: none, the same load without faults)",
+    )
     parser.add_argument("--down-s", type=float, default=2.0, help="seconds a process stays down")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--logs", type=Path, help="copy the services' logs here")

@@ -14,6 +14,7 @@ from isvos.errors import ERRORS, IsvosError
 from service.auth import authenticate
 from service.backends.base import Backend, watch_placements
 from service.logs import log_event
+from service.redis_server import REDIS_DOWN
 from service.rpc.gen import segmentation_pb2 as pb
 from service.rpc.gen import segmentation_pb2_grpc as pb_grpc
 from service.rpc.session import TrackSession
@@ -73,6 +74,11 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
             await abort(context, exc.code, exc.message)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
+        except REDIS_DOWN as exc:  # the client resumes with its token once Redis is back
+            log_event(log, "stream_store_unavailable", logging.WARNING,
+                      trace_id=session.session_id or None, error=type(exc).__name__)  # fmt: skip
+            await abort(context, "unavailable", "the session store (Redis) cannot be reached; "
+                        "resume with the token")  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a bug: the call ends, the server goes on
             log.exception("stream %s failed", session.session_id)
             await abort(context, "internal", f"{type(exc).__name__}: the server failed")
@@ -104,7 +110,10 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
             owner = authenticate(self.settings.auth, _authorization(context))
         except IsvosError as exc:
             await abort(context, exc.code, exc.message)
-        meta = await self.store.meta(session_id) if len(session_id) == 32 else None
+        try:
+            meta = await self.store.meta(session_id) if len(session_id) == 32 else None
+        except REDIS_DOWN:
+            await abort(context, "unavailable", "the session store (Redis) cannot be reached")
         if meta is None or meta.get("owner") != owner:
             await abort(context, "not_found", f"no session {session_id[:64]!r}")
         return meta

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 
 import numpy as np
 import pytest
@@ -148,3 +149,35 @@ def test_a_close_whose_answer_was_lost_is_answered_again(grpc_server, clip_frame
         asyncio.run(call([pb.TrackRequest(open=resume),
                           *frame_request(SendFrame(count, frames[count]))]))  # fmt: skip
     assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_redis_restart_mid_stream_resumes_identically(tmp_path, clip_frames, reference):
+    """Redis goes away while a stream runs: the stream ends UNAVAILABLE (not an internal
+    error), the client resumes once Redis is back, the results are an unbroken stream's."""
+    from service.redis_server import start_redis
+
+    redis = start_redis(tmp_path / "redis", appendfsync="always")
+    frames, first = clip_frames
+    server = GrpcProcess(make_settings(redis.url, tmp_path, grpc={"port": 0}), tmp_path)
+
+    def start_again() -> None:
+        redis.process = start_redis(redis.data_dir, port=redis.port,
+                                    appendfsync="always").process  # fmt: skip
+
+    later = threading.Timer(2.0, start_again)  # frames keep coming while it is down
+
+    async def restart_redis(i):
+        if i == 30:
+            redis.stop()
+            later.start()
+        await asyncio.sleep(0.02)
+
+    try:
+        results, reconnects = _stream_with(server.target, frames, first, restart_redis)
+    finally:
+        later.join()
+        server.stop()
+        redis.stop()
+    assert reconnects >= 1
+    assert '"stream_store_unavailable"' in server.log() and "failed" not in server.log()
+    _assert_identical(results, reference)
