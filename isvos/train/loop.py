@@ -69,6 +69,9 @@ class TrainOptions:
     init_checkpoint: str = ""  # start from these weights (a model checkpoint), not from scratch
     # Fraction of the steps trained on static frames with random deformations (§1.13 stage 1).
     static_fraction: float = 0.0
+    # Fraction of the clips drawn from the procedural generator (isvos.train.procedural):
+    # flat and solid objects, text, camera motion, occlusion, lighting, compression.
+    procedural_fraction: float = 0.0
 
 
 class ClipSource(Protocol):
@@ -93,12 +96,34 @@ class SyntheticSource:
         return frames, lookup[labels], len(present)
 
 
+class MixedSource:
+    """``base``'s clips, and with probability ``options.procedural_fraction`` a procedural
+    training clip instead."""
+
+    def __init__(self, base: ClipSource, options: TrainOptions) -> None:
+        self.base = base
+        self.options = options
+
+    def sample(self, rng: np.random.Generator, step: int) -> tuple[np.ndarray, np.ndarray, int]:
+        if rng.random() >= self.options.procedural_fraction:
+            return self.base.sample(rng, step)
+        from .procedural import training_clip
+
+        while True:  # a clip whose objects are all out of view at first is drawn again
+            clip = training_clip(rng, self.options.num_frames, self.options.crop_size,
+                                 self.options.max_objects)  # fmt: skip
+            if clip[2] > 0:
+                return clip
+
+
 def make_source(options: TrainOptions) -> ClipSource:
     if options.data == "synthetic":
-        return SyntheticSource(options)
-    from .data import PackedClipSource
+        source: ClipSource = SyntheticSource(options)
+    else:
+        from .data import PackedClipSource
 
-    return PackedClipSource(options)
+        source = PackedClipSource(options)
+    return MixedSource(source, options) if options.procedural_fraction > 0 else source
 
 
 def _param_groups(model: ISVOS, options: TrainOptions) -> list[dict]:

@@ -269,3 +269,86 @@ SCENES: dict[str, tuple[Callable[[np.random.Generator], Scene], Callable | None]
     "lookalikes": (lookalikes, None),
 }
 CASES: dict[str, Case] = {name: _case(*entry) for name, entry in SCENES.items()}
+
+
+# ------------------------------------------------------------------ training clips
+
+_LOOKS = ("solid", "flat", "textured", "badge")
+
+
+def _random_look(rng: np.random.Generator, h: int, w: int, background: np.ndarray) -> np.ndarray:
+    kind = _LOOKS[int(rng.integers(len(_LOOKS)))]
+    if kind == "solid":
+        return _solid(h, w, rng.integers(0, 256, 3))
+    if kind == "flat":  # close to the background's mean: little contrast
+        mean = background.reshape(-1, 3).mean(0)
+        return _solid(h, w, np.clip(mean + rng.uniform(-45, 45, 3), 0, 255))
+    if kind == "badge":
+        look = _solid(h, w, rng.integers(0, 256, 3))
+        text = "".join(chr(int(c)) for c in rng.integers(65, 91, int(rng.integers(2, 6))))
+        ink = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.putText(look, text, (2, max(h // 2 + 6, 8)), cv2.FONT_HERSHEY_SIMPLEX,
+                    max(h / 50, 0.3), ink, 2)  # fmt: skip
+        return look
+    return _textured(rng, h, w)
+
+
+def training_clip(
+    rng: np.random.Generator, num_frames: int = 3, size: int = 192, max_objects: int = 3,
+    max_skip: int = 5,
+) -> tuple[np.ndarray, np.ndarray, int]:  # fmt: skip
+    """A random procedural clip for training: ``num_frames`` frames ``size`` x ``size``
+    (frames ``max_skip`` apart at most) of 1..``max_objects`` sprites (solid, flat, textured
+    or lettered; some small; occluders and unlabelled look-alikes) moving, leaving and
+    re-entering, seen by a panning and zooming camera, with lighting and compression. Returns
+    (frames, labels with ids 1..O all present in frame 0, O)."""
+    canvas_side = int(size * rng.uniform(1.2, 1.6))
+    background = (_busy(rng, canvas_side, canvas_side) if rng.random() < 0.7
+                  else _solid(canvas_side, canvas_side, rng.integers(0, 256, 3)))  # fmt: skip
+    steps = [0]
+    for _ in range(num_frames - 1):
+        steps.append(steps[-1] + int(rng.integers(1, max_skip + 1)))
+    sprites = []
+    objects = int(rng.integers(1, max_objects + 1))
+    for k in range(objects):
+        side = int(
+            size * (rng.uniform(0.06, 0.12) if rng.random() < 0.2 else rng.uniform(0.15, 0.4))
+        )
+        h, w = max(side, 6), max(int(side * rng.uniform(0.6, 1.6)), 6)
+        shape = _box(h, w) if rng.random() < 0.5 else _ellipse(h, w)
+        look = _random_look(rng, h, w, background)
+        start = rng.uniform(0.15, 0.65, 2) * canvas_side
+        velocity = rng.uniform(-4, 4, 2) * (3 if rng.random() < 0.2 else 1)
+        sprites.append(Sprite(shape, look, k + 1, _line(start, velocity)))
+        if rng.random() < 0.2:  # an unlabelled look-alike
+            other = rng.uniform(0.1, 0.7, 2) * canvas_side
+            sprites.append(Sprite(shape, look.copy(), 0, _line(other, rng.uniform(-4, 4, 2))))
+    if rng.random() < 0.3:  # an occluder in front
+        oh, ow = (
+            int(canvas_side * rng.uniform(0.2, 1.0)),
+            int(canvas_side * rng.uniform(0.08, 0.25)),
+        )
+        at = rng.uniform(0, 0.8, 2) * canvas_side
+        sprites.append(Sprite(_box(oh, ow), _random_look(rng, oh, ow, background), 0,
+                              _line(at, rng.uniform(-2, 2, 2))))  # fmt: skip
+    zoom = rng.uniform(-0.012, 0.012)
+    pan = rng.uniform(-3, 3, 2)
+
+    def window(t: int) -> tuple[float, float, float]:
+        scale = float(np.clip(size / canvas_side * (1 + zoom * t), size / canvas_side, 2.0))
+        view = size / scale
+        centre = canvas_side / 2 + pan * t
+        y, x = np.clip(centre - view / 2, 0, canvas_side - view)
+        return float(y), float(x), scale
+
+    scene = Scene(background, sprites, window, frames=steps[-1] + 1, size=(size, size))
+    frames, labels = scene.render()
+    frames, labels = frames[steps], labels[steps]
+    if rng.random() < 0.3:
+        frames = lighting(frames, rng) if len(frames) > 1 else frames
+    if rng.random() < 0.2:
+        frames = compression(frames, rng)
+    present = [k for k in range(1, objects + 1) if (labels[0] == k).any()]
+    lookup = np.zeros(256, np.uint8)
+    lookup[present] = np.arange(1, len(present) + 1)
+    return frames, lookup[labels], len(present)

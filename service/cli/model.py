@@ -244,6 +244,9 @@ def train(
     static_fraction: Annotated[
         float, typer.Option(help="Fraction of the steps on deformed static frames")
     ] = 0.0,
+    procedural_fraction: Annotated[
+        float, typer.Option(help="Fraction of the clips drawn from the procedural generator")
+    ] = 0.0,
     init_checkpoint: Annotated[str, typer.Option(help="Start from these weights")] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
 ) -> None:
@@ -257,6 +260,7 @@ def train(
         crop_size=crop_size, device=device, val_sequences=list(val or []),
         eval_every=eval_every if val else 0, max_seconds=max_seconds, threads=threads,
         static_fraction=static_fraction, init_checkpoint=init_checkpoint,
+        procedural_fraction=procedural_fraction,
     )  # fmt: skip
     evaluate_fn = None
     if val:
