@@ -96,6 +96,16 @@ class AsyncClient:
             await asyncio.sleep(min(wait, remaining))
             backoff = min(backoff * 2, 2.0)
 
+    async def _pause_after(self, exc: Exception, deadline: float, what: str) -> None:
+        """After a failure of a long call (events, an upload): raise it when a retry cannot
+        mend it or ``deadline`` has passed, else pause before the call goes on."""
+        if isinstance(exc, IsvosError) and not exc.retryable:
+            raise exc
+        if asyncio.get_running_loop().time() > deadline:
+            raise IsvosError("unavailable", f"{what} within {self.retry_s:g} s: {exc}") from None
+        self.retries += 1
+        await asyncio.sleep(0.5)
+
     async def _call(self, method: str, url: str, **kwargs) -> httpx.Response:
         return await self._retrying(lambda: self.http.request(method, url, **kwargs))
 
@@ -154,13 +164,7 @@ class AsyncClient:
                         if event.get("type") == "status" and event.get("status") in TERMINAL:
                             return
             except (httpx.TransportError, IsvosError) as exc:
-                if isinstance(exc, IsvosError) and not exc.retryable:
-                    raise
-                if loop.time() > deadline:
-                    raise IsvosError("unavailable", f"no events of job {job_id} came within "
-                                     f"{self.retry_s:g} s: {exc}") from None  # fmt: skip
-                self.retries += 1
-                await asyncio.sleep(0.5)
+                await self._pause_after(exc, deadline, f"no events of job {job_id} came")
 
     async def wait(self, job_id: str, progress: Callable[[dict], None] | None = None) -> dict:
         """Follow the job's events until it ends; returns the final job."""
@@ -230,13 +234,7 @@ class AsyncClient:
                 except (httpx.TransportError, IsvosError) as exc:
                     # A chunk that failed may have been stored in part: go on from where the
                     # server stands.
-                    if isinstance(exc, IsvosError) and not exc.retryable:
-                        raise
-                    if loop.time() > deadline:
-                        raise IsvosError("unavailable", f"the upload made no progress within "
-                                         f"{self.retry_s:g} s: {exc}") from None  # fmt: skip
-                    self.retries += 1
-                    await asyncio.sleep(0.5)
+                    await self._pause_after(exc, deadline, "the upload made no progress")
                     offset = await server_offset()
         return upload_url.rstrip("/").rsplit("/", 1)[-1]
 
