@@ -172,17 +172,21 @@ async def one_job(url: str, clip: Clip, audit: Audit) -> str | None:
         job_id = job["id"]
         audit.acknowledged[job_id] = clip.name
         final = await client.wait(job_id)
-        audit.job_status[job_id] = final["status"]
         audit.jobs_claimed_again += int(final.get("attempts", 1) > 1)
         audit.job_seconds.append(time.perf_counter() - started)
         if final["status"] == "succeeded" and clip.reference:
-            got = await job_masks(client, job_id)
+            try:
+                got = await job_masks(client, job_id)
+            except IsvosError as exc:  # a succeeded job whose masks cannot be read: lost
+                audit.job_status[job_id] = f"masks unreadable ({exc.code})"
+                return job_id
             wrong = [str(i) for i, (a, b) in enumerate(zip(got, clip.reference, strict=False))
                      if a != b]  # fmt: skip
             if len(got) != len(clip.reference):
                 wrong.append(f"{len(got)} masks for {len(clip.reference)} frames")
             if wrong:
                 audit.job_mismatches[job_id] = wrong[:10]
+        audit.job_status[job_id] = final["status"]
         return job_id
     except IsvosError as exc:  # the job's outcome could not be learnt: counted as lost
         audit.job_status.setdefault(job_id, f"unknown ({exc.code})")

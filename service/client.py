@@ -96,13 +96,13 @@ class AsyncClient:
             await asyncio.sleep(min(wait, remaining))
             backoff = min(backoff * 2, 2.0)
 
-    async def _pause_after(self, exc: Exception, deadline: float, what: str) -> None:
+    async def _pause_after(self, exc: Exception, failing_since: float, what: str) -> None:
         """After a failure of a long call (events, an upload): raise it when a retry cannot
-        mend it or ``deadline`` has passed, else pause before the call goes on."""
+        mend it or the failures have lasted ``retry_s``, else pause before it goes on."""
         if isinstance(exc, IsvosError) and not exc.retryable:
             raise exc
-        if asyncio.get_running_loop().time() > deadline:
-            raise IsvosError("unavailable", f"{what} within {self.retry_s:g} s: {exc}") from None
+        if asyncio.get_running_loop().time() - failing_since > self.retry_s:
+            raise IsvosError("unavailable", f"{what} for {self.retry_s:g} s: {exc}") from None
         self.retries += 1
         await asyncio.sleep(0.5)
 
@@ -150,8 +150,7 @@ class AsyncClient:
         reconnects after a dropped connection (or a retryable answer) and resumes with
         ``Last-Event-ID``, for up to ``retry_s`` seconds without an event."""
         last = last_event_id
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_s
+        failing_since: float | None = None  # the first of the failures since the last event
         while True:
             headers = {"Last-Event-ID": last} if last else {}
             try:
@@ -159,12 +158,13 @@ class AsyncClient:
                                             timeout=None) as response:  # fmt: skip
                     await self._check(response)
                     async for event in _sse(response):
-                        last, deadline = event["id"], loop.time() + self.retry_s
+                        last, failing_since = event["id"], None
                         yield event
                         if event.get("type") == "status" and event.get("status") in TERMINAL:
                             return
             except (httpx.TransportError, IsvosError) as exc:
-                await self._pause_after(exc, deadline, f"no events of job {job_id} came")
+                failing_since = failing_since or asyncio.get_running_loop().time()
+                await self._pause_after(exc, failing_since, "the job's events failed")
 
     async def wait(self, job_id: str, progress: Callable[[dict], None] | None = None) -> dict:
         """Follow the job's events until it ends; returns the final job."""
@@ -217,8 +217,7 @@ class AsyncClient:
             return int(head.headers["Upload-Offset"])
 
         offset = await server_offset()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_s
+        failing_since: float | None = None  # the first of the failures since the last progress
         with open(path, "rb") as source:
             while offset < size:
                 source.seek(offset)
@@ -229,12 +228,15 @@ class AsyncClient:
                     response = await self._check(
                         await self.http.patch(upload_url, content=chunk, headers=headers)
                     )
+                    progress = int(response.headers["Upload-Offset"]) > offset
                     offset = int(response.headers["Upload-Offset"])
-                    deadline = loop.time() + self.retry_s
+                    if progress:
+                        failing_since = None
                 except (httpx.TransportError, IsvosError) as exc:
                     # A chunk that failed may have been stored in part: go on from where the
                     # server stands.
-                    await self._pause_after(exc, deadline, "the upload made no progress")
+                    failing_since = failing_since or asyncio.get_running_loop().time()
+                    await self._pause_after(exc, failing_since, "the upload failed")
                     offset = await server_offset()
         return upload_url.rstrip("/").rsplit("/", 1)[-1]
 

@@ -96,6 +96,8 @@ class TritonProcess(_Process):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if self.process.poll() is None:  # no server to kill (not started yet, or gone)
+            self.process.kill()
         self.process.wait(30)
 
     def kill(self) -> None:

@@ -45,6 +45,7 @@ from service.settings import Settings
 
 log = logging.getLogger("isvos.grpc")
 RESULT_QUEUE = 16
+EARLIER_CONNECTION_S = 10.0  # how long a resume waits for the earlier connection to end
 
 
 def now_us() -> int:
@@ -167,6 +168,8 @@ class TrackSession:
         if meta is None or meta.get("owner") != self.owner:
             raise IsvosError("not_found", "unknown or expired resume token")
         self.session_id = token
+        if await self._end_earlier_connection(token):
+            meta = await self.store.meta(token) or meta  # as the earlier connection left it
         self.open_msg = pb.Open.FromString(base64.b64decode(meta["open"]))
         self.epoch = await self.store.next_epoch(token)
         if "height" in meta:
@@ -177,6 +180,7 @@ class TrackSession:
             self.last_client_index = int(meta["last_client_index"])
             self.closed = pb.Closed(frames=int(meta["closed_frames"]),
                                     dropped=int(meta["closed_dropped"]))  # fmt: skip
+            await self.store.keep_closed(token)  # the epoch bump lengthened its life
             return None, await self.store.results_after(token, msg.last_received_index)
         record = await self.store.load_record(token)
         self.suppress_through = msg.last_received_index
@@ -191,6 +195,18 @@ class TrackSession:
         log_event(log, "stream_resumed", trace_id=token, epoch=self.epoch,
                   resume_after=self.last_client_index, cached=len(cached))  # fmt: skip
         return resume, cached
+
+    async def _end_earlier_connection(self, token: str) -> bool:
+        """A client resuming while this server still serves its earlier connection (a
+        half-open socket after a network change): that call is ended first, saving its exact
+        record and closing its backend session, so the resume can open the session again."""
+        earlier = self.live.get(token)
+        if earlier is None or earlier is asyncio.current_task() or earlier.done():
+            return False
+        earlier.cancel()
+        await asyncio.wait({earlier}, timeout=EARLIER_CONNECTION_S)
+        log_event(log, "stream_superseded", trace_id=token, ended=earlier.done())
+        return True
 
     # ------------------------------------------------------------------ the session
 
@@ -327,8 +343,9 @@ class TrackSession:
 
     async def _finish(self) -> None:
         if self.handle is not None:
+            handle, self.handle = self.handle, None  # closed once, also if what follows fails
             with contextlib.suppress(IsvosError):
-                await self.backend.close(self.handle)
+                await self.backend.close(handle)
         if self.closed_by_client:
             results, self.unsaved = self.unsaved, []
             fields = {"closed_frames": str(self.processed), "closed_dropped": str(self.dropped),

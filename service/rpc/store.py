@@ -116,14 +116,19 @@ class StreamStore:
                     results: list[str]) -> None:  # fmt: skip
         """The client closed the stream: its last results and ``fields`` (the closing
         figures) saved, the record dropped, the rest kept ``CLOSED_KEEP_S``."""
-        k = self.keys
-        if await self.save(session_id, epoch, None, {**fields, "closed": "1"}, results):
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.delete(k.stream_record(session_id))
-            pipe.expire(k.stream(session_id), min(self.ttl_s, CLOSED_KEEP_S))
-            pipe.expire(k.stream_results(session_id), min(self.ttl_s, CLOSED_KEEP_S))
-            await pipe.execute()
+        if not await self.save(session_id, epoch, None, {**fields, "closed": "1"}, results):
+            return  # taken over by a resume: the stream's data is the new holder's
+        await self.redis.delete(self.keys.stream_record(session_id))
+        await self.keep_closed(session_id)
         await asyncio.to_thread(self.blobs.delete_prefix, f"streams/{session_id}")
+
+    async def keep_closed(self, session_id: str) -> None:
+        """A closed stream's meta and results expire together, ``CLOSED_KEEP_S`` from now."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.expire(k.stream(session_id), min(self.ttl_s, CLOSED_KEEP_S))
+        pipe.expire(k.stream_results(session_id), min(self.ttl_s, CLOSED_KEEP_S))
+        await pipe.execute()
 
     async def delete(self, session_id: str) -> None:
         k = self.keys

@@ -181,3 +181,47 @@ def test_a_redis_restart_mid_stream_resumes_identically(tmp_path, clip_frames, r
     assert reconnects >= 1
     assert '"stream_store_unavailable"' in server.log() and '"level": "error"' not in server.log()
     _assert_identical(results, reference)
+
+
+def test_a_resume_while_the_earlier_connection_is_still_served(grpc_server, clip_frames,
+                                                               reference):  # fmt: skip
+    """The client comes back on a new connection while the server still serves the old one
+    (a half-open socket): the old call is ended, the resume goes on, results identical."""
+    import grpc
+
+    from service.rpc.client import SendFrame, frame_request
+    from service.rpc.gen import segmentation_pb2_grpc as pb_grpc
+
+    frames, first = clip_frames
+
+    async def run():
+        async with grpc.aio.insecure_channel(grpc_server.target) as old_channel, \
+                grpc.aio.insecure_channel(grpc_server.target) as new_channel:  # fmt: skip
+            old = pb_grpc.SegmentationStub(old_channel).Track()
+            await old.write(pb.TrackRequest(open=SMALL))
+            token = (await old.read()).opened.resume_token
+            got = []
+            for i in range(10):
+                for request in frame_request(SendFrame(i, frames[i], first if i == 0 else None)):
+                    await old.write(request)
+                got.append((await old.read()).result)
+            # The old call stays open (never closed, never cancelled by the client).
+            new = pb_grpc.SegmentationStub(new_channel).Track()
+            await new.write(pb.TrackRequest(open=pb.Open(resume_token=token,
+                                                         last_received_index=9)))  # fmt: skip
+            opened = (await new.read()).opened
+            for i in range(opened.resume_after_index + 1, 20):
+                for request in frame_request(SendFrame(i, frames[i])):
+                    await new.write(request)
+            await new.write(pb.TrackRequest(close=pb.Close()))
+            while (reply := await new.read()) is not grpc.aio.EOF:
+                if reply.WhichOneof("response") == "result" and reply.result.index > 9:
+                    got.append(reply.result)
+            old.cancel()  # (a half-open socket's client is gone; nothing comes on it)
+            return got
+
+    results = asyncio.run(asyncio.wait_for(run(), 120))
+    assert '"stream_superseded"' in grpc_server.log()  # the server ended the earlier call
+    assert [r.index for r in results] == list(range(20))
+    for r in results:
+        np.testing.assert_array_equal(result_labels(r), reference[r.index], f"frame {r.index}")
