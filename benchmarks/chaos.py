@@ -45,6 +45,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from load import percentile  # noqa: E402
 
 TINY = REPO / "tests" / "assets" / "tiny_synthetic.pt"
 SIZE = 96  # processing short side of jobs and streams
@@ -91,11 +93,6 @@ def make_clips(folder: Path, count: int, frames: int) -> list[Clip]:
         decoded = [f.image for f in iter_frames(video)]  # what the workers decode
         clips.append(Clip(f"clip{i}", video, masks, decoded, labels[0]))
     return clips
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 class Audit:
@@ -302,7 +299,7 @@ def fault(stack, kind: str, down_s: float, rng: random.Random) -> str:
     if kind == "redis":
         stack.redis.kill()
         time.sleep(down_s)
-        stack.restart_redis(kill=False)
+        stack.redis.start_again()  # on its append-only file
         return "redis"
     proc = {
         "worker": lambda: rng.choice(busy_workers(stack) or stack.workers),
@@ -341,15 +338,9 @@ def busy_workers(stack) -> list:
 
 def model_repo(folder: Path) -> Path:
     """A copy of model_repo/ with the tiny checkpoint exported into it."""
-    from service.triton_server import ensure_exported
+    from service.triton_server import exported_repository
 
-    repo = folder / "model_repo"
-    version = repo / "isvos" / "1"
-    version.mkdir(parents=True)
-    shutil.copy(REPO / "model_repo" / "isvos" / "config.pbtxt", repo / "isvos" / "config.pbtxt")
-    shutil.copy(REPO / "model_repo" / "isvos" / "1" / "model.py", version / "model.py")
-    ensure_exported(version, "tiny", TINY)
-    return repo
+    return exported_repository(REPO / "model_repo", folder / "model_repo", "tiny", TINY)
 
 
 async def references(stack, clips: list[Clip], audit: Audit) -> list[str]:

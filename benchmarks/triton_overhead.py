@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -47,17 +46,11 @@ WARMUP = 5
 
 
 def make_repo(config: str, folder: Path) -> Path:
-    from isvos.export import export_model
-    from isvos.model import build
+    from service.triton_server import exported_repository
 
-    repo = folder / config / "model_repo"
-    version = repo / "isvos" / "1"
-    version.mkdir(parents=True)
-    shutil.copy(ROOT / "model_repo" / "isvos" / "config.pbtxt", repo / "isvos" / "config.pbtxt")
-    shutil.copy(ROOT / "model_repo" / "isvos" / "1" / "model.py", version / "model.py")
     checkpoint = ROOT / "tests" / "assets" / "tiny_synthetic.pt" if config == "tiny" else None
-    export_model(build(config, checkpoint), version, checkpoint=checkpoint and str(checkpoint))
-    return repo
+    return exported_repository(ROOT / "model_repo", folder / config / "model_repo", config,
+                               checkpoint)  # fmt: skip
 
 
 def make_clip(size: tuple[int, int], frames: int, seed: int = 0):

@@ -228,10 +228,10 @@ class AsyncClient:
                     response = await self._check(
                         await self.http.patch(upload_url, content=chunk, headers=headers)
                     )
-                    progress = int(response.headers["Upload-Offset"]) > offset
-                    offset = int(response.headers["Upload-Offset"])
-                    if progress:
+                    stored = int(response.headers["Upload-Offset"])
+                    if stored > offset:
                         failing_since = None
+                    offset = stored
                 except (httpx.TransportError, IsvosError) as exc:
                     # A chunk that failed may have been stored in part: go on from where the
                     # server stands.

@@ -49,6 +49,7 @@ class RedisProcess:
     process: subprocess.Popen
     port: int
     data_dir: Path
+    appendfsync: str = "everysec"
 
     @property
     def url(self) -> str:
@@ -70,6 +71,13 @@ class RedisProcess:
         self.process.kill()
         self.process.wait()
 
+    def start_again(self) -> None:
+        """After a stop or a kill: the server again, on its port, from its append-only file."""
+        if self.alive():
+            raise RuntimeError(f"redis-server on port {self.port} is still running")
+        self.process = start_redis(self.data_dir, port=self.port,
+                                   appendfsync=self.appendfsync).process  # fmt: skip
+
 
 def start_redis(
     data_dir: str | Path,
@@ -88,7 +96,7 @@ def start_redis(
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)  # fmt: skip
-    handle = RedisProcess(process, port, data)
+    handle = RedisProcess(process, port, data, appendfsync)
     client = redis.Redis(port=port, socket_connect_timeout=1)
     deadline = time.monotonic() + ready_timeout
     try:

@@ -231,15 +231,6 @@ class LocalStack:
         else:
             self._wait_event(proc, "worker_started")
 
-    def restart_redis(self, *, kill: bool = True) -> None:
-        """Kill (or stop) Redis and start it again on its port and append-only file."""
-        redis = self.redis
-        if kill:
-            redis.kill()
-        else:
-            redis.stop()
-        redis.process = start_redis(redis.data_dir, port=redis.port).process
-
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> _Process:
         """``isvos ARGS`` (as the images run it) with ``env`` over this environment."""
         full = {k: v for k, v in os.environ.items() if not k.startswith("ISVOS_")}

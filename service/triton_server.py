@@ -439,6 +439,18 @@ def ensure_exported(version_dir: Path, config: str, checkpoint: str | Path | Non
     return True
 
 
+def exported_repository(source_repo: str | Path, out: str | Path, config: str,
+                        checkpoint: str | Path | None = None) -> Path:  # fmt: skip
+    """A model repository at ``out``: ``source_repo``'s config and python model, with
+    ``config`` (+ ``checkpoint``) exported into its version folder."""
+    source, version = Path(source_repo) / MODEL_NAME, Path(out) / MODEL_NAME / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / "config.pbtxt", version.parent / "config.pbtxt")
+    shutil.copy(source / "1" / "model.py", version / "model.py")
+    ensure_exported(version, config, checkpoint)
+    return Path(out)
+
+
 def write_cpu_repository(model_repo: str | Path, out: str | Path) -> Path:
     """A copy of ``model_repo`` whose GPU instances are CPU instances (graphs linked)."""
     source = Path(model_repo).resolve() / MODEL_NAME

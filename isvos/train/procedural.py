@@ -45,19 +45,22 @@ class Scene:
     frames: int = FRAMES
     size: tuple[int, int] = (HEIGHT, WIDTH)
 
-    def render(self, flat: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, flat: bool = False,
+               times: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """The frames at ``times`` (all ``frames`` by default) and their labels."""
+        times = list(range(self.frames)) if times is None else times
         height, width = self.size
-        images = np.zeros((self.frames, height, width, 3), np.uint8)
-        labels = np.zeros((self.frames, height, width), np.uint8)
-        for t in range(self.frames):
+        images = np.zeros((len(times), height, width, 3), np.uint8)
+        labels = np.zeros((len(times), height, width), np.uint8)
+        for i, t in enumerate(times):
             canvas = np.zeros_like(self.background) if flat else self.background.copy()
             canvas_labels = np.zeros(canvas.shape[:2], np.uint8)
             for order, sprite in enumerate(self.sprites, start=1):
                 look = np.broadcast_to(FLAT[order], sprite.look.shape) if flat else sprite.look
                 _paste(canvas, canvas_labels, sprite, look, t)
             y, x, scale = self.window(t) if self.window else (0.0, 0.0, 1.0)
-            images[t] = _view(canvas, y, x, scale, (height, width))
-            labels[t] = _view(canvas_labels, y, x, scale, (height, width))
+            images[i] = _view(canvas, y, x, scale, (height, width))
+            labels[i] = _view(canvas_labels, y, x, scale, (height, width))
         return images, labels
 
 
@@ -342,8 +345,7 @@ def training_clip(
         return float(y), float(x), scale
 
     scene = Scene(background, sprites, window, frames=steps[-1] + 1, size=(size, size))
-    frames, labels = scene.render()
-    frames, labels = frames[steps], labels[steps]
+    frames, labels = scene.render(times=steps)  # only the frames the clip keeps
     if rng.random() < 0.3:
         frames = lighting(frames, rng) if len(frames) > 1 else frames
     if rng.random() < 0.2:

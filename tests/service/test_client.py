@@ -42,12 +42,7 @@ def test_requests_wait_through_a_redis_restart(example_clip, tmp_path):
         with Client(gateway.url, retry_s=30) as client:
             job = client.submit(example_clip[0], [example_clip[1]], {"size": 96})
             redis.stop()
-
-            def restart() -> None:
-                redis.process = start_redis(redis.data_dir, port=redis.port,
-                                            appendfsync="always").process  # fmt: skip
-
-            later = threading.Timer(2.0, restart)
+            later = threading.Timer(2.0, redis.start_again)
             later.start()
             began = time.monotonic()
             again = client.get(job["id"])  # 503 unavailable + Retry-After until Redis is back

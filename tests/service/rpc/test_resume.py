@@ -160,11 +160,7 @@ def test_a_redis_restart_mid_stream_resumes_identically(tmp_path, clip_frames, r
     frames, first = clip_frames
     server = GrpcProcess(make_settings(redis.url, tmp_path, grpc={"port": 0}), tmp_path)
 
-    def start_again() -> None:
-        redis.process = start_redis(redis.data_dir, port=redis.port,
-                                    appendfsync="always").process  # fmt: skip
-
-    later = threading.Timer(2.0, start_again)  # frames keep coming while it is down
+    later = threading.Timer(2.0, redis.start_again)  # frames keep coming while it is down
 
     async def restart_redis(i):
         if i == 30:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,21 +21,14 @@ if importlib.util.find_spec("pytriton") is None:
     )
 pytest.importorskip("tritonclient.grpc")
 
-SOURCE_MODEL = REPO / "model_repo" / "isvos"
-
 
 @pytest.fixture(scope="session")
 def triton_repo(tmp_path_factory) -> Path:
     """A copy of model_repo/ (config + model.py) with the tiny checkpoint exported into it."""
-    from service.triton_server import ensure_exported
+    from service.triton_server import exported_repository
 
-    repo = tmp_path_factory.mktemp("triton") / "model_repo"
-    version = repo / "isvos" / "1"
-    version.mkdir(parents=True)
-    shutil.copy(SOURCE_MODEL / "config.pbtxt", repo / "isvos" / "config.pbtxt")
-    shutil.copy(SOURCE_MODEL / "1" / "model.py", version / "model.py")
-    ensure_exported(version, "tiny", TINY_CHECKPOINT)
-    return repo
+    return exported_repository(REPO / "model_repo", tmp_path_factory.mktemp("triton") /
+                               "model_repo", "tiny", TINY_CHECKPOINT)  # fmt: skip
 
 
 def start_server(repo: Path, **kwargs):

@@ -128,8 +128,7 @@ def test_redis_restarts_lose_no_acknowledged_job(stack, long_clip):
         server.stop()
         down = http.get(f"/v1/jobs/{queued.json()['id']}")
         assert down.status_code == 503 and down.json()["code"] == "unavailable"
-        stack.redis_server.process = start_redis(server.data_dir, port=server.port,
-                                                 appendfsync="always").process  # fmt: skip
+        server.start_again()
         assert http.get(f"/v1/jobs/{queued.json()['id']}").json()["status"] == "queued"
         w = stack.worker()
         running = submit(http, *long_clip[:1], [long_clip[1]], OPTIONS).json()
@@ -137,8 +136,7 @@ def test_redis_restarts_lose_no_acknowledged_job(stack, long_clip):
         # Redis restarts while that job runs.
         stack.redis_server.stop()
         time.sleep(1.0)
-        stack.redis_server.process = start_redis(server.data_dir, port=server.port,
-                                                 appendfsync="always").process  # fmt: skip
+        server.start_again()
         finals = [wait_for(http, j, timeout=240) for j in (queued.json()["id"], running["id"])]
         assert [f["status"] for f in finals] == ["succeeded", "succeeded"], finals
         assert all(f["frames_done"] == FRAMES for f in finals)
