@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+from grpc._cython import cygrpc
 from pycocotools import mask as mask_utils
 
 from isvos.errors import ERRORS, IsvosError
@@ -78,6 +79,15 @@ def result_labels(result: pb.FrameResult) -> np.ndarray:
         rle = {"size": [result.height, result.width], "counts": obj.rle_counts}
         labels[mask_utils.decode(rle).astype(bool)] = obj.object_id
     return labels
+
+
+async def half_close(call) -> None:
+    """``call.done_writing()``, tolerating a call the server has just ended: grpc then raises
+    its internal ``ExecuteBatchError`` for the close; the call's own status tells the rest."""
+    try:
+        await call.done_writing()
+    except cygrpc.ExecuteBatchError:
+        pass
 
 
 def error_of(exc: grpc.aio.AioRpcError) -> IsvosError:
@@ -252,7 +262,7 @@ class _State:
                 await call.write(request)
         if close:
             await call.write(pb.TrackRequest(close=pb.Close()))
-        await call.done_writing()
+        await half_close(call)
 
 
 class _Broken(Exception):

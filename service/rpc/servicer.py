@@ -102,7 +102,10 @@ class SegmentationServicer(pb_grpc.SegmentationServicer):
         task = self.live.pop(request.session_id, None)
         if task is not None:
             task.cancel()
-        await self.store.delete(request.session_id)
+        try:
+            await self.store.delete(request.session_id)
+        except REDIS_DOWN:
+            await abort(context, "unavailable", "the session store (Redis) cannot be reached")
         return pb.CloseSessionResponse(closed=True)
 
     async def _owned(self, session_id: str, context) -> dict:

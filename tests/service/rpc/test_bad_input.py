@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 
 from service.media.masks import encode_indexed_png
 from service.rpc.client import SendFrame, TrackClient, result_labels
+from service.rpc.client import half_close as send_half_close
 from service.rpc.gen import segmentation_pb2 as pb
 from service.rpc.gen import segmentation_pb2_grpc as pb_grpc
 from service.settings import token_digest
@@ -53,7 +54,7 @@ async def _call(target: str, requests: list, metadata=(), timeout=None, half_clo
             for request in requests:
                 await call.write(request)
             if requests and half_close:
-                await call.done_writing()
+                await send_half_close(call)
         with contextlib.suppress(grpc.aio.AioRpcError):
             async for response in call:
                 responses.append(response)

@@ -179,6 +179,56 @@ def test_a_redis_restart_mid_stream_resumes_identically(tmp_path, clip_frames, r
     _assert_identical(results, reference)
 
 
+def test_session_calls_answer_unavailable_while_redis_is_down(tmp_path, clip_frames):
+    """GetSession and CloseSession while Redis is away answer UNAVAILABLE with the error
+    code (not an internal error); once it is back the session is there, then closed."""
+    import grpc
+
+    from service.redis_server import start_redis
+    from service.rpc.gen import segmentation_pb2_grpc as pb_grpc
+
+    redis = start_redis(tmp_path / "redis", appendfsync="always")
+    frames, first = clip_frames
+    server = GrpcProcess(make_settings(redis.url, tmp_path, grpc={"port": 0}), tmp_path)
+
+    async def session_call(name: str, session_id: str):
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = pb_grpc.SegmentationStub(channel)
+            request = (pb.GetSessionRequest if name == "GetSession" else pb.CloseSessionRequest)
+            try:
+                return await getattr(stub, name)(request(session_id=session_id), timeout=20)
+            except grpc.aio.AioRpcError as exc:
+                code = dict(exc.trailing_metadata() or ()).get("isvos-error-code")
+                return exc.code(), code
+
+    async def open_and_leave():  # a stream that ends without a close: the session stays
+        async def gen():
+            for i in range(6):
+                yield SendFrame(i, frames[i], first if i == 0 else None)
+
+        async with TrackClient(server.target, open_options=SMALL) as client:
+            results = [r async for r in client.track(gen(), close=False)]
+            return client.session_id, len(results)
+
+    try:
+        session_id, count = asyncio.run(open_and_leave())
+        redis.stop()
+        down = [asyncio.run(session_call(n, session_id)) for n in ("GetSession", "CloseSession")]
+        redis.start_again()
+        back = asyncio.run(session_call("GetSession", session_id))
+        closed = asyncio.run(session_call("CloseSession", session_id))
+        gone = asyncio.run(session_call("GetSession", session_id))
+    finally:
+        server.stop()
+        redis.stop()
+    unavailable = (grpc.StatusCode.UNAVAILABLE, "unavailable")
+    assert down == [unavailable, unavailable], down
+    assert count == 6 and back.session_id == session_id and not back.live, back
+    assert closed.closed
+    assert gone == (grpc.StatusCode.NOT_FOUND, "not_found"), gone
+    assert '"level": "error"' not in server.log()
+
+
 def test_a_resume_while_the_earlier_connection_is_still_served(grpc_server, clip_frames,
                                                                reference):  # fmt: skip
     """The client comes back on a new connection while the server still serves the old one
