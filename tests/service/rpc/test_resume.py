@@ -194,7 +194,7 @@ def test_session_calls_answer_unavailable_while_redis_is_down(tmp_path, clip_fra
     async def session_call(name: str, session_id: str):
         async with grpc.aio.insecure_channel(server.target) as channel:
             stub = pb_grpc.SegmentationStub(channel)
-            request = (pb.GetSessionRequest if name == "GetSession" else pb.CloseSessionRequest)
+            request = pb.GetSessionRequest if name == "GetSession" else pb.CloseSessionRequest
             try:
                 return await getattr(stub, name)(request(session_id=session_id), timeout=20)
             except grpc.aio.AioRpcError as exc:
