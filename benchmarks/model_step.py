@@ -47,9 +47,12 @@ def clip_frames(size: tuple[int, int], objects: int, count: int) -> tuple[list, 
     return list(frames), masks
 
 
-def time_steps(engine: Engine, size, objects: int, steps: int, device: str) -> dict:
+def time_steps(
+    engine: Engine, size, objects: int, steps: int, device: str,
+    options: MemoryOptions | None = None,
+) -> dict:  # fmt: skip
     frames, masks = clip_frames(size, objects, 8)
-    session = engine.open_session(size, MemoryOptions())
+    session = engine.open_session(size, options or MemoryOptions())
     session.step(0, frames[0], masks)
     all_times, plain_times = [], []
     for i in range(1, steps + 1):

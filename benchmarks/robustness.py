@@ -35,6 +35,25 @@ def mean_iou(predictions, labels: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+def score_cases(methods: dict, cases=None, seeds: int = 2, echo: bool = False) -> dict:
+    """{case: {method: mean IoU over ``seeds`` clips}} for ``methods`` {name: fn(frames,
+    first labels) -> predictions} on ``cases`` (all by default)."""
+    from isvos.train.procedural import CASES
+
+    rows: dict[str, dict[str, float]] = {}
+    for name in cases or list(CASES):
+        scores: dict[str, list[float]] = {m: [] for m in methods}
+        for seed in range(seeds):
+            frames, labels = CASES[name](np.random.default_rng(seed))
+            for method, run in methods.items():
+                scores[method].append(mean_iou(run(list(frames), labels[0]), labels))
+        rows[name] = {m: round(float(np.mean(v)), 3) for m, v in scores.items()}
+        if echo:
+            print(f"{name:14s} " + "  ".join(f"{m} {rows[name][m]:.3f}" for m in methods),
+                  flush=True)  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="lite")
@@ -51,7 +70,6 @@ def main() -> None:
     from isvos.config import get_config
     from isvos.engine import EagerRunner, Engine
     from isvos.model import build
-    from isvos.train.procedural import CASES
     from service.checkpoints import default_checkpoint
     from service.evaluation import segment_sequence
 
@@ -66,17 +84,8 @@ def main() -> None:
         "copy": copy_first_frame,
         "flow": optical_flow_propagation,
     }
-    rows: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
-    for name in args.cases or list(CASES):
-        scores: dict[str, list[float]] = {m: [] for m in methods}
-        for seed in range(args.seeds):
-            frames, labels = CASES[name](np.random.default_rng(seed))
-            for method, run in methods.items():
-                scores[method].append(mean_iou(run(list(frames), labels[0]), labels))
-        rows[name] = {m: round(float(np.mean(v)), 3) for m, v in scores.items()}
-        print(f"{name:14s} " + "  ".join(f"{m} {rows[name][m]:.3f}" for m in methods),
-              flush=True)  # fmt: skip
+    rows = score_cases(methods, args.cases, args.seeds, echo=True)
     means = {m: round(float(np.mean([r[m] for r in rows.values()])), 3) for m in methods}
     below_flow = [n for n, r in rows.items() if r["model"] < r["flow"]]
     print(json.dumps({

@@ -25,12 +25,13 @@ async def _array_frames(frames: Iterable[np.ndarray], size: tuple[int, int]):
 
 
 async def segment_arrays(
-    backend: Backend, frames: Iterable[np.ndarray], first_labels: np.ndarray, short_side: int
-) -> list[np.ndarray]:
+    backend: Backend, frames: Iterable[np.ndarray], first_labels: np.ndarray, short_side: int,
+    memory_options: dict | None = None,
+) -> list[np.ndarray]:  # fmt: skip
     """Label maps at the original size for every frame (frame 0 carries the masks)."""
     height, width = first_labels.shape
     psize = processing_size(height, width, short_side)
-    plan = SessionPlan(uuid.uuid4().hex, (height, width), psize)
+    plan = SessionPlan(uuid.uuid4().hex, (height, width), psize, dict(memory_options or {}))
     sink = MemorySink()
     source = prompted(_array_frames(frames, psize), {0: first_labels}, psize)
     await run_session(backend, plan, source, sink)
@@ -38,8 +39,9 @@ async def segment_arrays(
 
 
 def segment_sequence(
-    engine, frames: Iterable[np.ndarray], first_labels: np.ndarray, short_side: int
-) -> list[np.ndarray]:
+    engine, frames: Iterable[np.ndarray], first_labels: np.ndarray, short_side: int,
+    memory_options: dict | None = None,
+) -> list[np.ndarray]:  # fmt: skip
     """``segment_arrays`` on an in-process engine, for callers that are not async. The
     engine steps on the calling thread, where the model was built or trained: one OpenMP
     thread team (``service.backends.caller_thread``)."""
@@ -50,7 +52,9 @@ def segment_sequence(
     backend = LocalBackend(engine, executor=executor)
     try:
         return executor.run(
-            lambda: asyncio.run(segment_arrays(backend, frames, first_labels, short_side))
+            lambda: asyncio.run(
+                segment_arrays(backend, frames, first_labels, short_side, memory_options)
+            )
         )
     finally:
         backend.shutdown()

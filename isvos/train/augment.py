@@ -23,7 +23,9 @@ __all__ = [
     "adjust_color",
     "affine_matrix",
     "augment_clip",
+    "elastic_maps",
     "first_frame_ids",
+    "motion_blur",
     "random_resized_crop_box",
     "renumber_labels",
     "warp_frame",
@@ -65,6 +67,13 @@ class AugmentConfig:
     frame_scale: tuple[float, float] = (0.97, 1.03)
     fill: tuple[int, int, int] = IMAGE_FILL
     max_tries: int = 5  # crops redrawn until frame 0 keeps an object pixel
+    # Per-frame photometric extras (off by default; the recipe turns them on): a linear
+    # motion blur of a random length and angle, Gaussian sensor noise, a gamma change.
+    motion_blur_prob: float = 0.0
+    motion_blur_max: int = 15  # longest blur in output pixels
+    noise_prob: float = 0.0
+    noise_std: float = 8.0  # in 0-255 units, drawn uniformly up to this
+    gamma: float = 0.0  # per-clip gamma drawn in [1 - gamma, 1 + gamma]
 
     @classmethod
     def resize_only(cls, crop_size: tuple[int, int]) -> AugmentConfig:
@@ -211,6 +220,36 @@ def adjust_color(
     return out
 
 
+def motion_blur(image: np.ndarray, length: int, angle: float) -> np.ndarray:
+    """A linear motion blur ``length`` pixels long at ``angle`` degrees (labels are kept:
+    the mask stays the sharp object's, as annotators draw it)."""
+    if length < 2:
+        return image
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1.0
+    centre = ((length - 1) / 2, (length - 1) / 2)
+    rotation = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    kernel = cv2.warpAffine(kernel, rotation, (length, length), flags=cv2.INTER_LINEAR)
+    kernel /= max(float(kernel.sum()), 1e-6)
+    return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT)
+
+
+def _photometric(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
+                 gamma: float) -> np.ndarray:  # fmt: skip
+    """The per-frame extras of ``cfg``: gamma, motion blur, noise (each only if enabled)."""
+    out = image
+    if gamma != 1.0:
+        table = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma, 0, 255).astype(np.uint8)
+        out = cv2.LUT(out, table)
+    if cfg.motion_blur_prob and rng.random() < cfg.motion_blur_prob:
+        length = int(rng.integers(3, max(cfg.motion_blur_max, 3) + 1))
+        out = motion_blur(out, length, float(rng.uniform(0, 180)))
+    if cfg.noise_prob and rng.random() < cfg.noise_prob:
+        noise = rng.normal(0.0, rng.uniform(0, cfg.noise_std), out.shape)
+        out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return out
+
+
 def _frame_affine(rng: np.random.Generator, h: int, w: int, cfg: AugmentConfig) -> np.ndarray:
     t = cfg.frame_translate
     return affine_matrix(
@@ -254,12 +293,14 @@ def augment_clip(
     b, c, s = (rng.uniform(max(0.0, 1 - a), 1 + a) for a in amps)
     hue = rng.uniform(-cfg.hue, cfg.hue)
     gray = bool(rng.random() < cfg.grayscale_prob)
+    gamma = float(rng.uniform(1 - cfg.gamma, 1 + cfg.gamma)) if cfg.gamma else 1.0
     out_frames = np.empty((t_len, *out_hw, 3), np.uint8)
     out_labels = np.empty((t_len, *out_hw), np.uint8)
     for t in range(t_len):
         img, lab = warp_frame(frames[t], labels[t], matrices[t], out_hw, cfg.fill)
         j = rng.uniform(1 - cfg.frame_color, 1 + cfg.frame_color, 3)
-        out_frames[t] = adjust_color(img, b * j[0], c * j[1], s * j[2], hue, gray)
+        img = adjust_color(img, b * j[0], c * j[1], s * j[2], hue, gray)
+        out_frames[t] = _photometric(img, rng, cfg, gamma)
         out_labels[t] = lab
     ids = first_frame_ids(out_labels)
     return out_frames, renumber_labels(out_labels, ids), len(ids)
@@ -364,6 +405,61 @@ def _static_matrix(
     return cv2.getPerspectiveTransform(corners, moved.astype(np.float32)) @ affine
 
 
+def elastic_maps(
+    rng: np.random.Generator, h: int, w: int, amplitude: float, grid: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` maps of a smooth random non-rigid warp: displacements drawn on a coarse
+    ``grid`` (up to ``amplitude`` times the short side) and interpolated bicubically."""
+    side = amplitude * min(h, w)
+    coarse = rng.uniform(-side, side, (2, grid + 1, grid + 1)).astype(np.float32)
+    dx, dy = (cv2.resize(c, (w, h), interpolation=cv2.INTER_CUBIC) for c in coarse)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return xx + dx, yy + dy
+
+
+def _warp_static(
+    image: np.ndarray, labels: np.ndarray, matrix: np.ndarray, rng: np.random.Generator,
+    elastic: float, fill,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``matrix`` (3x3, maybe perspective), then a non-rigid warp of amplitude ``elastic``,
+    as one resampling: image bilinear, labels nearest, so the masks stay exact."""
+    h, w = labels.shape
+    if elastic <= 0:
+        return warp_frame(image, labels, matrix, (h, w), fill)
+    x, y = elastic_maps(rng, h, w, elastic)  # where each output pixel looks in the warp
+    inv = np.linalg.inv(matrix)
+    depth = inv[2, 0] * x + inv[2, 1] * y + inv[2, 2]
+    src_x = ((inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]) / depth).astype(np.float32)
+    src_y = ((inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]) / depth).astype(np.float32)
+    image = cv2.remap(image, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                      borderValue=tuple(int(v) for v in fill))  # fmt: skip
+    labels = cv2.remap(labels, src_x, src_y, cv2.INTER_NEAREST,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+    return image, labels
+
+
+def _occlude(frames: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> None:
+    """Paste one occluder in front of every frame (in place): a patch of the first frame
+    (or a solid colour) drifting a little; what it covers becomes background."""
+    t_len, h, w = labels.shape
+    oh, ow = int(h * rng.uniform(0.15, 0.5)), int(w * rng.uniform(0.1, 0.4))
+    if rng.random() < 0.5:
+        y, x = int(rng.integers(0, h - oh + 1)), int(rng.integers(0, w - ow + 1))
+        patch = frames[0, y : y + oh, x : x + ow].copy()
+    else:
+        patch = np.empty((oh, ow, 3), np.uint8)
+        patch[:] = rng.integers(0, 256, 3)
+    at = rng.uniform([-oh / 2, -ow / 2], [h - oh / 2, w - ow / 2])
+    velocity = rng.uniform(-0.04, 0.04, 2) * (h, w)
+    for t in range(t_len):
+        y, x = (at + velocity * t).astype(int)
+        y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + oh, h), min(x + ow, w)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        frames[t, y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x]
+        labels[t, y0:y1, x0:x1] = 0
+
+
 def static_clip(
     image: np.ndarray,
     labels: np.ndarray,
@@ -380,12 +476,17 @@ def static_clip(
     fill: tuple[int, int, int] = IMAGE_FILL,
     max_tries: int = 10,
     name: str = "static",
+    elastic: float = 0.0,
+    occluder_prob: float = 0.0,
 ) -> Clip:
     """A clip from one image by random affine + perspective warps (§1.13 stage 1, XMem).
 
     ``image`` RGB uint8 [H, W, 3], ``labels`` uint8 [H, W] (0/255 saliency masks count as one
     object). Every frame gets its own warp, identical for image (bilinear, ``fill`` outside)
-    and labels (nearest, 0 outside). ``augment`` (e.g. a crop to 384x384) is applied after.
+    and labels (nearest, 0 outside), then (with ``elastic`` > 0) its own smooth non-rigid
+    warp of up to ``elastic`` times the short side; with probability ``occluder_prob`` an
+    occluder crosses the frames (its pixels become background). ``augment`` (e.g. a crop to
+    384x384) is applied after.
     Up to ``max_objects`` ids present in frame 0 are kept, renumbered 1..O (O may be 0).
     """
     h, w = labels.shape
@@ -396,13 +497,15 @@ def static_clip(
     args = (degrees, scale, shear, translate, perspective)
     for _ in range(max(1, max_tries)):
         warped = [
-            warp_frame(image, labels, _static_matrix(rng, h, w, *args), (h, w), fill)
+            _warp_static(image, labels, _static_matrix(rng, h, w, *args), rng, elastic, fill)
             for _ in range(num_frames)
         ]
         out_labels = np.stack([lab for _, lab in warped])
         if first_frame_ids(out_labels):
             break
     frames = np.stack([img for img, _ in warped])
+    if occluder_prob and rng.random() < occluder_prob:
+        _occlude(frames, out_labels, rng)
     if augment is not None:
         frames, out_labels, _ = augment_clip(frames, out_labels, rng, augment)
     ids = first_frame_ids(out_labels)

@@ -315,6 +315,7 @@ class ClipSampler:
         augment: AugmentConfig | None = None,
         reverse_prob: float = 0.0,
         max_tries: int = 20,
+        lookalike_prob: float = 0.0,
     ) -> None:
         self.dataset = dataset
         self.num_frames = num_frames
@@ -324,6 +325,7 @@ class ClipSampler:
         if crop_size is not None:
             self.augment = replace(self.augment, crop_size=tuple(crop_size))
         self.composite_prob = composite_prob
+        self.lookalike_prob = lookalike_prob
         self.reverse_prob = reverse_prob
         self.max_tries = max_tries
         self.sequences = [
@@ -362,9 +364,14 @@ class ClipSampler:
         raise RuntimeError(f"no clip with a first-frame object after {self.max_tries} tries")
 
     def sample(self, rng: np.random.Generator, step: int = 0) -> Clip:
-        """One training clip; pastes objects of other sequences with ``composite_prob``."""
+        """One training clip; pastes objects of other sequences with ``composite_prob``;
+        with ``lookalike_prob`` a one-object clip first gets a second instance of its own
+        object (shifted, scaled, drifting) as another id: a look-alike pair."""
         skip = self.skip_at(step)
         clip = self.sample_single(rng, skip, self.max_objects)
+        if self.max_objects >= 2 and clip.num_objects == 1 and rng.random() < self.lookalike_prob:
+            clip = composite_clip(clip, clip, rng, max_objects=2, scale_range=(0.7, 1.0),
+                                  max_shift=0.35)  # fmt: skip
         for _ in range(self.max_objects):
             if clip.num_objects >= self.max_objects or rng.random() >= self.composite_prob:
                 break
@@ -388,13 +395,22 @@ class PackedClipSource:
             dataset = dataset.subset([s for s in dataset.sequences if s not in held_out])
         total = int(getattr(options, "steps", 0)) or 1
         crop = int(getattr(options, "crop_size", 240))
+        augment = AugmentConfig(
+            motion_blur_prob=float(getattr(options, "motion_blur_prob", 0.0)),
+            noise_prob=float(getattr(options, "noise_prob", 0.0)),
+            gamma=float(getattr(options, "gamma", 0.0)),
+        )
         self.sampler = ClipSampler(
             dataset,
             num_frames=int(getattr(options, "num_frames", 3)),
             max_skip=lambda step: max_skip_at(step, total),
             max_objects=int(getattr(options, "max_objects", 3)),
-            crop_size=(crop, crop),
+            crop_size=(crop, int(getattr(options, "crop_width", 0)) or crop),
+            augment=augment,
+            lookalike_prob=float(getattr(options, "lookalike_prob", 0.0)),
         )
+        self.static_elastic = float(getattr(options, "static_elastic", 0.0))
+        self.static_occluder_prob = float(getattr(options, "static_occluder_prob", 0.0))
 
         # Static-image stage (spec §1.13 stage 1): the first ``static_fraction`` of the steps
         # train on single frames turned into clips by random deformations.
@@ -419,6 +435,8 @@ class PackedClipSource:
                 max_objects=sampler.max_objects,
                 augment=sampler.augment,
                 name=name,
+                elastic=self.static_elastic,
+                occluder_prob=self.static_occluder_prob,
             )
             if clip.num_objects > 0:
                 return clip.frames, clip.labels, clip.num_objects

@@ -15,6 +15,7 @@ import math
 import pickle
 import time
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -72,6 +73,34 @@ class TrainOptions:
     # Fraction of the clips drawn from the procedural generator (isvos.train.procedural):
     # flat and solid objects, text, camera motion, occlusion, lighting, compression.
     procedural_fraction: float = 0.0
+    # Crop width (0: square crops of crop_size); e.g. crop_size 240, crop_width 432 at 240p.
+    crop_width: int = 0
+    # Photometric extras per frame (isvos.train.augment.AugmentConfig).
+    motion_blur_prob: float = 0.0
+    noise_prob: float = 0.0
+    gamma: float = 0.0
+    # Probability that a clip gets a second, shifted and scaled instance of its own object
+    # as another object (look-alike pairs: identity, not appearance, tells them apart).
+    lookalike_prob: float = 0.0
+    # Static stage strength: non-rigid warp amplitude (fraction of the short side), occluders.
+    static_elastic: float = 0.05
+    static_occluder_prob: float = 0.5
+    # Exponential moving average of the weights (0: off). With it, evaluation and the saved
+    # checkpoints (best.pt, final.pt) use the averaged weights; the raw ones are logged too.
+    ema_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("static_fraction", "procedural_fraction", "motion_blur_prob",
+                     "noise_prob", "lookalike_prob", "static_occluder_prob"):  # fmt: skip
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        return self.crop_size, self.crop_width or self.crop_size
 
 
 class ClipSource(Protocol):
@@ -110,7 +139,7 @@ class MixedSource:
         from .procedural import training_clip
 
         while True:  # a clip whose objects are all out of view at first is drawn again
-            clip = training_clip(rng, self.options.num_frames, self.options.crop_size,
+            clip = training_clip(rng, self.options.num_frames, self.options.crop_hw,
                                  self.options.max_objects)  # fmt: skip
             if clip[2] > 0:
                 return clip
@@ -124,6 +153,42 @@ def make_source(options: TrainOptions) -> ClipSource:
 
         source = PackedClipSource(options)
     return MixedSource(source, options) if options.procedural_fraction > 0 else source
+
+
+class WeightAverage:
+    """An exponential moving average of a model's floating-point weights and buffers. The
+    decay ramps up as ``(1 + n) / (10 + n)`` towards ``decay``, so short runs average too."""
+
+    def __init__(self, model: ISVOS, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {
+            k: v.detach().clone()
+            for k, v in model.state_dict().items()
+            if v.dtype.is_floating_point
+        }
+
+    @torch.no_grad()
+    def update(self, model: ISVOS) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for key, value in model.state_dict().items():
+            if key in self.shadow:
+                self.shadow[key].lerp_(value.detach(), 1.0 - decay)
+
+    def averaged(self, model: ISVOS) -> ISVOS:
+        """A copy of ``model`` holding the averaged weights (in eval mode)."""
+        copy = deepcopy(model)
+        copy.load_state_dict({**model.state_dict(), **self.shadow})
+        return copy.eval()
+
+    def state(self) -> dict:
+        return {"updates": self.updates, "shadow": self.shadow}
+
+    def load(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        for key, value in state["shadow"].items():
+            self.shadow[key].copy_(value)
 
 
 def _param_groups(model: ISVOS, options: TrainOptions) -> list[dict]:
@@ -197,6 +262,7 @@ def train(
         _param_groups(model, options), lr=options.lr, weight_decay=options.weight_decay
     )
     rng = np.random.default_rng(options.seed)
+    average = WeightAverage(model, options.ema_decay) if options.ema_decay else None
     step = 0
     best = -math.inf
     state_path = out / "last.pt"
@@ -208,6 +274,8 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
         best = state.get("best", -math.inf)
+        if average is not None and "ema" in state:
+            average.load(state["ema"])
         log.info("resumed %s at step %d", out, step)
     (out / "options.json").write_text(json.dumps(asdict(options), indent=1))
     source = make_source(options)
@@ -231,7 +299,12 @@ def train(
             "step": step,
             "best": best,
         }
+        if average is not None:
+            payload["ema"] = average.state()
         atomic_save(payload, state_path)
+
+    def shipped() -> ISVOS:  # the weights the run evaluates and saves
+        return average.averaged(model) if average is not None else model
 
     with (out / "log.jsonl").open("a") as log_file:
         while step < options.steps:
@@ -249,6 +322,8 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
             scaler.step(optimiser)
             scaler.update()
+            if average is not None:
+                average.update(model)
             step += 1
             record = {
                 "step": step,
@@ -261,12 +336,16 @@ def train(
             }
             if evaluate is not None and options.eval_every and step % options.eval_every == 0:
                 model.eval()
-                metrics = evaluate(model, options)
+                if average is not None:
+                    raw = evaluate(model, options)
+                    record.update({f"val_raw_{k}": v for k, v in raw.items()})
+                candidate = shipped()
+                metrics = evaluate(candidate, options)
                 record.update({f"val_{k}": v for k, v in metrics.items()})
                 score = metrics.get("J&F", -math.inf)
                 if score > best:
                     best = score
-                    save_checkpoint(model, out / "best.pt", {"step": step, "val": metrics})
+                    save_checkpoint(candidate, out / "best.pt", {"step": step, "val": metrics})
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             if progress is not None:
@@ -279,5 +358,5 @@ def train(
             if out_of_time:
                 break
     if not (out / "best.pt").exists() or evaluate is None:
-        save_checkpoint(model, out / "final.pt", {"step": step})
+        save_checkpoint(shipped(), out / "final.pt", {"step": step})
     return out

@@ -297,54 +297,58 @@ def _random_look(rng: np.random.Generator, h: int, w: int, background: np.ndarra
 
 
 def training_clip(
-    rng: np.random.Generator, num_frames: int = 3, size: int = 192, max_objects: int = 3,
-    max_skip: int = 5,
+    rng: np.random.Generator, num_frames: int = 3, size: int | tuple[int, int] = 192,
+    max_objects: int = 3, max_skip: int = 5,
 ) -> tuple[np.ndarray, np.ndarray, int]:  # fmt: skip
-    """A random procedural clip for training: ``num_frames`` frames ``size`` x ``size``
-    (frames ``max_skip`` apart at most) of 1..``max_objects`` sprites (solid, flat, textured
-    or lettered; some small; occluders and unlabelled look-alikes) moving, leaving and
-    re-entering, seen by a panning and zooming camera, with lighting and compression. Returns
-    (frames, labels with ids 1..O all present in frame 0, O)."""
-    canvas_side = int(size * rng.uniform(1.2, 1.6))
-    background = (_busy(rng, canvas_side, canvas_side) if rng.random() < 0.7
-                  else _solid(canvas_side, canvas_side, rng.integers(0, 256, 3)))  # fmt: skip
+    """A random procedural clip for training: ``num_frames`` frames of ``size`` (a side or
+    (height, width); frames ``max_skip`` apart at most) of 1..``max_objects`` sprites (solid,
+    flat, textured or lettered; some small; occluders and unlabelled look-alikes) moving,
+    leaving and re-entering, seen by a camera that pans and zooms in or out from a random
+    first view, with lighting and compression. Returns (frames, labels with ids 1..O all
+    present in frame 0, O)."""
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    side = min(height, width)
+    grow = rng.uniform(1.2, 1.6)
+    canvas = np.array([int(height * grow), int(width * grow)])
+    background = (_busy(rng, *canvas) if rng.random() < 0.7
+                  else _solid(*canvas, rng.integers(0, 256, 3)))  # fmt: skip
     steps = [0]
     for _ in range(num_frames - 1):
         steps.append(steps[-1] + int(rng.integers(1, max_skip + 1)))
     sprites = []
     objects = int(rng.integers(1, max_objects + 1))
     for k in range(objects):
-        side = int(
-            size * (rng.uniform(0.06, 0.12) if rng.random() < 0.2 else rng.uniform(0.15, 0.4))
+        extent = int(
+            side * (rng.uniform(0.06, 0.12) if rng.random() < 0.2 else rng.uniform(0.15, 0.4))
         )
-        h, w = max(side, 6), max(int(side * rng.uniform(0.6, 1.6)), 6)
+        h, w = max(extent, 6), max(int(extent * rng.uniform(0.6, 1.6)), 6)
         shape = _box(h, w) if rng.random() < 0.5 else _ellipse(h, w)
         look = _random_look(rng, h, w, background)
-        start = rng.uniform(0.15, 0.65, 2) * canvas_side
+        start = rng.uniform(0.15, 0.65, 2) * canvas
         velocity = rng.uniform(-4, 4, 2) * (3 if rng.random() < 0.2 else 1)
         sprites.append(Sprite(shape, look, k + 1, _line(start, velocity)))
         if rng.random() < 0.2:  # an unlabelled look-alike
-            other = rng.uniform(0.1, 0.7, 2) * canvas_side
+            other = rng.uniform(0.1, 0.7, 2) * canvas
             sprites.append(Sprite(shape, look.copy(), 0, _line(other, rng.uniform(-4, 4, 2))))
     if rng.random() < 0.3:  # an occluder in front
-        oh, ow = (
-            int(canvas_side * rng.uniform(0.2, 1.0)),
-            int(canvas_side * rng.uniform(0.08, 0.25)),
-        )
-        at = rng.uniform(0, 0.8, 2) * canvas_side
+        oh, ow = int(canvas[0] * rng.uniform(0.2, 1.0)), int(canvas[1] * rng.uniform(0.08, 0.25))
+        at = rng.uniform(0, 0.8, 2) * canvas
         sprites.append(Sprite(_box(oh, ow), _random_look(rng, oh, ow, background), 0,
                               _line(at, rng.uniform(-2, 2, 2))))  # fmt: skip
-    zoom = rng.uniform(-0.012, 0.012)
+    whole = max(height / canvas[0], width / canvas[1])  # the scale that shows all the canvas
+    first_scale = whole * rng.uniform(1.0, 1.5)
+    zoom = rng.uniform(-0.015, 0.015)
     pan = rng.uniform(-3, 3, 2)
+    first_view = np.array([height, width]) / first_scale
+    first_centre = rng.uniform(first_view / 2, canvas - first_view / 2)
 
     def window(t: int) -> tuple[float, float, float]:
-        scale = float(np.clip(size / canvas_side * (1 + zoom * t), size / canvas_side, 2.0))
-        view = size / scale
-        centre = canvas_side / 2 + pan * t
-        y, x = np.clip(centre - view / 2, 0, canvas_side - view)
+        scale = float(np.clip(first_scale * (1 + zoom * t), whole, 2.0))
+        view = np.array([height, width]) / scale
+        y, x = np.clip(first_centre + pan * t - view / 2, 0, np.maximum(canvas - view, 0))
         return float(y), float(x), scale
 
-    scene = Scene(background, sprites, window, frames=steps[-1] + 1, size=(size, size))
+    scene = Scene(background, sprites, window, frames=steps[-1] + 1, size=(height, width))
     frames, labels = scene.render(times=steps)  # only the frames the clip keeps
     if rng.random() < 0.3:
         frames = lighting(frames, rng) if len(frames) > 1 else frames

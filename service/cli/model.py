@@ -37,8 +37,12 @@ def segment(
     checkpoint: Annotated[
         str | None, typer.Option(help="Checkpoint file (default: the shipped one)")
     ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="fast | balanced | accurate (default: balanced)"),
+    ] = None,
     size: Annotated[
-        int | None, typer.Option("--size", help="Processing short side in pixels")
+        int | None, typer.Option("--size", help="Processing short side (default: the preset's)")
     ] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     overlay: Annotated[
@@ -51,9 +55,15 @@ def segment(
     resize_masks: Annotated[
         bool, typer.Option("--resize-masks", help="Resize masks of another size to the video")
     ] = False,
-    max_memory_frames: Annotated[int, typer.Option(help="Memory capacity in frames")] = 16,
-    mem_every: Annotated[int, typer.Option(help="Memorise every N-th frame")] = 5,
-    top_k: Annotated[int, typer.Option(help="Top-k of the memory read")] = 20,
+    max_memory_frames: Annotated[
+        int | None, typer.Option(help="Memory capacity in frames (default: the preset's)")
+    ] = None,
+    mem_every: Annotated[
+        int | None, typer.Option(help="Memorise every N-th frame (default: the preset's)")
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option(help="Top-k of the memory read (default: the preset's)")
+    ] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
     max_frames: Annotated[int | None, typer.Option(help="Refuse videos with more frames")] = None,
     max_file_mb: Annotated[float | None, typer.Option(help="Refuse larger files (MB)")] = None,
@@ -67,10 +77,14 @@ def segment(
     """Segment VIDEO from first-frame MASKS with the in-process engine (or a Triton server)."""
     from isvos.config import get_config
     from isvos.errors import IsvosError
+    from isvos.presets import resolve
     from service.segment import SegmentRequest
 
     try:
         model_config = get_config(config)
+        short_side, memory = resolve(preset, model_config.default_short_side, short_side=size,
+                                     memory={"max_memory_frames": max_memory_frames,
+                                             "mem_every": mem_every, "top_k": top_k})  # fmt: skip
     except ValueError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
     _set_threads(threads)
@@ -78,12 +92,8 @@ def segment(
         video=video,
         masks=masks[0] if len(masks) == 1 else list(masks),
         out_dir=out,
-        short_side=size or model_config.default_short_side,
-        memory_options={
-            "max_memory_frames": max_memory_frames,
-            "mem_every": mem_every,
-            "top_k": top_k,
-        },
+        short_side=short_side,
+        memory_options=memory,
         overlay=overlay,
         rle=rle,
         start=start,
@@ -249,21 +259,44 @@ def train(
     ] = 0.0,
     init_checkpoint: Annotated[str, typer.Option(help="Start from these weights")] = "",
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all)")] = 0,
+    crop_width: Annotated[int, typer.Option(help="Crop width (0: square crops)")] = 0,
+    motion_blur_prob: Annotated[float, typer.Option(help="Per-frame motion blur chance")] = 0.0,
+    noise_prob: Annotated[float, typer.Option(help="Per-frame sensor noise chance")] = 0.0,
+    gamma: Annotated[float, typer.Option(help="Per-clip gamma range 1 +- this")] = 0.0,
+    lookalike_prob: Annotated[
+        float, typer.Option(help="Chance of a look-alike pair (a second instance as an object)")
+    ] = 0.0,
+    ema_decay: Annotated[
+        float, typer.Option(help="Average the weights (e.g. 0.999; 0 = off)")
+    ] = 0.0,
+    fold: Annotated[
+        str | None,
+        typer.Option("--fold", help="K/N: hold out fold K (0-based) of N folds of the pack"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
 ) -> None:
     """Train a model (resumable at any moment with --resume)."""
     from isvos.train.loop import TrainOptions
     from isvos.train.loop import train as run_training
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    options = TrainOptions(
-        config=config, data=data, out=str(out), steps=steps, batch_size=batch_size, lr=lr,
-        crop_size=crop_size, device=device, val_sequences=list(val or []),
-        eval_every=eval_every if val else 0, max_seconds=max_seconds, threads=threads,
-        static_fraction=static_fraction, init_checkpoint=init_checkpoint,
-        procedural_fraction=procedural_fraction,
-    )  # fmt: skip
+    held_out = list(val or [])
+    if fold is not None:
+        held_out += _fold_of(data, fold)
+    try:
+        options = TrainOptions(
+            config=config, data=data, out=str(out), steps=steps, batch_size=batch_size, lr=lr,
+            crop_size=crop_size, device=device, val_sequences=held_out,
+            eval_every=eval_every if held_out else 0, max_seconds=max_seconds,
+            threads=threads, static_fraction=static_fraction, init_checkpoint=init_checkpoint,
+            procedural_fraction=procedural_fraction, crop_width=crop_width,
+            motion_blur_prob=motion_blur_prob, noise_prob=noise_prob, gamma=gamma,
+            lookalike_prob=lookalike_prob, ema_decay=ema_decay, seed=seed,
+        )  # fmt: skip
+    except ValueError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
     evaluate_fn = None
-    if val:
+    if held_out:
         from isvos.train.validate import validate_on_pack
 
         evaluate_fn = validate_on_pack
@@ -273,6 +306,18 @@ def train(
             typer.echo(json.dumps(record))
 
     run_training(options, resume=resume, evaluate=evaluate_fn, progress=progress)
+
+
+def _fold_of(data: str, fold: str) -> list[str]:
+    """The sequences of pack ``data`` held out by ``--fold K/N``."""
+    from isvos.train.data import PackedDataset
+    from isvos.train.folds import fold_sequences
+
+    try:
+        k, n = (int(part) for part in fold.split("/"))
+        return fold_sequences(PackedDataset(data).sequences, n, k)
+    except ValueError as exc:
+        fail(f"--fold {fold!r}: {exc} (expected K/N with 0 <= K < N, on a pack)", EXIT_BAD_INPUT)
 
 
 @app.command()

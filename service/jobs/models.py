@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from isvos.errors import IsvosError
 from isvos.limits import MAX_OBJECT_ID, MIN_PROCESSING_SIDE
+from isvos.presets import DEFAULT_PRESET, PresetName
+from isvos.presets import resolve as resolve_preset
 from service.jobs.revisions import Revision, job_revisions
 
 
@@ -58,11 +60,28 @@ class JobOptions(BaseModel):
     end: int | None = Field(None, ge=1, description="stop before this frame")
     stride: int = Field(1, ge=1, le=1000, description="process every N-th frame")
     resize_masks: bool = Field(False, description="resize masks of another size to the video")
+    preset: PresetName | None = Field(
+        None,
+        description="fast | balanced | accurate (default balanced): the processing size and "
+        "memory options of a measured trade-off; an explicit size or memory field wins",
+    )
     memory: MemoryOptionsModel = MemoryOptionsModel()
     outputs: list[OutputFormat] = Field(
         default_factory=lambda: ["png_zip", "rle_json"],
         description="result files made when the job succeeds (frames are always kept)",
     )
+
+    def with_preset(self, config_short_side: int) -> JobOptions:
+        """These options with the preset applied: ``size`` and the memory fields the caller
+        left out take the preset's values (call on options parsed from the caller's JSON)."""
+        explicit = {k: getattr(self.memory, k) for k in self.memory.model_fields_set}
+        size, memory = resolve_preset(self.preset, config_short_side, short_side=self.size,
+                                      memory=explicit)  # fmt: skip
+        memory["max_objects"] = self.memory.max_objects
+        return self.model_copy(update={
+            "preset": self.preset or DEFAULT_PRESET, "size": size,
+            "memory": MemoryOptionsModel(**memory),
+        })  # fmt: skip
 
     @model_validator(mode="after")
     def _range(self) -> JobOptions:

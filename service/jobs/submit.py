@@ -36,11 +36,12 @@ def parse_options(text: str | None, gw: Gateway) -> JobOptions:
         raise IsvosError(
             "invalid_argument", f"options.config {options.config!r}: this service runs {served!r}"
         )
+    given_size = options.size
+    options = options.with_preset(get_config(served).default_short_side)
     limit = gw.settings.limits.max_short_side
-    if options.size is not None and options.size > limit:
-        raise IsvosError(
-            "invalid_size", f"options.size {options.size} is over the limit of {limit}"
-        )
+    if options.size > limit:
+        what = "options.size" if given_size else f"preset {options.preset!r}'s size"
+        raise IsvosError("invalid_size", f"{what} {options.size} is over the limit of {limit}")
     return options
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from isvos.config import get_config
 from isvos.errors import IsvosError
 from isvos.limits import MIN_PROCESSING_SIDE
+from isvos.presets import get_preset
 from isvos.processing import processing_size, resize_frame
 from isvos.record import encode_slot
 from service.backends.base import Backend
@@ -147,15 +148,15 @@ class TrackSession:
             raise IsvosError(
                 "invalid_argument", f"config {msg.config!r}: this server runs {served!r}"
             )
-        if msg.short_side and not MIN_PROCESSING_SIDE <= msg.short_side <= (
-            self.settings.limits.max_short_side
-        ):
+        _memory(msg)  # refuse bad options (and an unknown preset) now
+        short_side = _short_side(msg, served)
+        if not MIN_PROCESSING_SIDE <= short_side <= self.settings.limits.max_short_side:
+            what = "short_side" if msg.short_side else f"preset {_preset(msg).name!r}'s size"
             raise IsvosError(
                 "invalid_size",
-                f"short_side {msg.short_side} is outside {MIN_PROCESSING_SIDE}.."
+                f"{what} {short_side} is outside {MIN_PROCESSING_SIDE}.."
                 f"{self.settings.limits.max_short_side}",
             )
-        _memory(msg.memory)  # refuse bad options now
         if not msg.resume_token:
             self.session_id = uuid.uuid4().hex
             self.epoch = 1
@@ -223,7 +224,7 @@ class TrackSession:
                 await self._finish()
                 return
             plan = SessionPlan(self.session_id, self.size, self.psize,
-                               _memory(self.open_msg.memory), 1, self.epoch << 16)  # fmt: skip
+                               _memory(self.open_msg), 1, self.epoch << 16)  # fmt: skip
             try:
                 await run_session(
                     self.backend, plan, _chain(first, inputs), _Sink(self),
@@ -283,8 +284,7 @@ class TrackSession:
         image = decode_image(frame.image, self.limits)
         size = image.shape[:2]
         if self.size is None:
-            short = self.open_msg.short_side or get_config(
-                self.settings.backend.config).default_short_side  # fmt: skip
+            short = _short_side(self.open_msg, self.settings.backend.config)
             self.size = size
             self.psize = processing_size(size[0], size[1], short)
         elif size != self.size:
@@ -296,7 +296,7 @@ class TrackSession:
         masks = None
         if frame.HasField("masks"):
             labels = decode_masks(frame.masks, self.size, self.limits)
-            max_objects = _memory(self.open_msg.memory)["max_objects"]
+            max_objects = _memory(self.open_msg)["max_objects"]
             masks = prompt_masks(labels, self.psize, frame.index, max_objects)
         return image, masks
 
@@ -493,11 +493,27 @@ class _Sink:
         pass
 
 
-def _memory(options: pb.MemoryOptions) -> dict:
+def _preset(msg: pb.Open):
+    try:
+        return get_preset(msg.preset)
+    except ValueError as exc:
+        raise IsvosError("invalid_argument", str(exc)) from None
+
+
+def _short_side(msg: pb.Open, config: str) -> int:
+    """The processing short side: the stream's own, else its preset's for ``config``."""
+    return msg.short_side or _preset(msg).short_side(get_config(config).default_short_side)
+
+
+def _memory(msg: pb.Open) -> dict:
+    """The stream's memory options: those it set, the preset's for the rest."""
     from isvos.config import MemoryOptions
 
-    values = {"max_memory_frames": options.max_memory_frames or 16,
-              "mem_every": options.mem_every or 5, "top_k": options.top_k or 20,
+    options = msg.memory
+    preset = _preset(msg)
+    values = {"max_memory_frames": options.max_memory_frames or preset.max_memory_frames,
+              "mem_every": options.mem_every or preset.mem_every,
+              "top_k": options.top_k or preset.top_k,
               "max_objects": options.max_objects or 16}  # fmt: skip
     try:
         MemoryOptions.from_dict(values)

@@ -24,51 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bisvos/v1/segmentation.proto\x12\x08isvos.v1\"\xb0\x01\n\x0cTrackRequest\x12\x1e\n\x04open\x18\x01 \x01(\x0b\x32\x0e.isvos.v1.OpenH\x00\x12 \n\x05\x66rame\x18\x02 \x01(\x0b\x32\x0f.isvos.v1.FrameH\x00\x12\x31\n\x0eremove_objects\x18\x03 \x01(\x0b\x32\x17.isvos.v1.RemoveObjectsH\x00\x12 \n\x05\x63lose\x18\x04 \x01(\x0b\x32\x0f.isvos.v1.CloseH\x00\x42\t\n\x07request\"\x8c\x01\n\rTrackResponse\x12\"\n\x06opened\x18\x01 \x01(\x0b\x32\x10.isvos.v1.OpenedH\x00\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x15.isvos.v1.FrameResultH\x00\x12\"\n\x06\x63losed\x18\x03 \x01(\x0b\x32\x10.isvos.v1.ClosedH\x00\x42\n\n\x08response\"\xdf\x01\n\x04Open\x12\x0e\n\x06\x63onfig\x18\x01 \x01(\t\x12\x12\n\nshort_side\x18\x02 \x01(\x05\x12\'\n\x06memory\x18\x03 \x01(\x0b\x32\x17.isvos.v1.MemoryOptions\x12,\n\x06policy\x18\x04 \x01(\x0e\x32\x1c.isvos.v1.BackpressurePolicy\x12)\n\x0bmask_format\x18\x05 \x01(\x0e\x32\x14.isvos.v1.MaskFormat\x12\x14\n\x0cresume_token\x18\x06 \x01(\t\x12\x1b\n\x13last_received_index\x18\x07 \x01(\x03\"a\n\rMemoryOptions\x12\x19\n\x11max_memory_frames\x18\x01 \x01(\x05\x12\x11\n\tmem_every\x18\x02 \x01(\x05\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x13\n\x0bmax_objects\x18\x04 \x01(\x05\"o\n\x05\x46rame\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x17\n\x0f\x63\x61pture_time_us\x18\x02 \x01(\x03\x12\x1e\n\x05image\x18\x03 \x01(\x0b\x32\x0f.isvos.v1.Image\x12\x1e\n\x05masks\x18\x04 \x01(\x0b\x32\x0f.isvos.v1.Masks\"l\n\x05Image\x12\x0e\n\x04jpeg\x18\x01 \x01(\x0cH\x00\x12\r\n\x03png\x18\x02 \x01(\x0cH\x00\x12\r\n\x03rgb\x18\x03 \x01(\x0cH\x00\x12\x0e\n\x04i420\x18\x04 \x01(\x0cH\x00\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x42\x06\n\x04\x64\x61ta\"?\n\x05Masks\x12\x15\n\x0bindexed_png\x18\x01 \x01(\x0cH\x00\x12\x17\n\rcoco_rle_json\x18\x02 \x01(\tH\x00\x42\x06\n\x04\x64\x61ta\"#\n\rRemoveObjects\x12\x12\n\nobject_ids\x18\x01 \x03(\x05\"\x07\n\x05\x43lose\"\x83\x01\n\x06Opened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12\x19\n\x11processing_height\x18\x03 \x01(\x05\x12\x18\n\x10processing_width\x18\x04 \x01(\x05\x12\x1a\n\x12resume_after_index\x18\x05 \x01(\x03\"3\n\nObjectMask\x12\x11\n\tobject_id\x18\x01 \x01(\x05\x12\x12\n\nrle_counts\x18\x02 \x01(\x0c\"\xea\x01\n\x0b\x46rameResult\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x17\n\x0f\x63\x61pture_time_us\x18\x02 \x01(\x03\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\r\n\x05width\x18\x04 \x01(\x05\x12%\n\x07objects\x18\x05 \x03(\x0b\x32\x14.isvos.v1.ObjectMask\x12\x13\n\x0bindexed_png\x18\x06 \x01(\x0c\x12\x0f\n\x07step_ms\x18\x07 \x01(\x01\x12\x17\n\x0f\x64ropped_indices\x18\x08 \x03(\x03\x12\x18\n\x10received_time_us\x18\t \x01(\x03\x12\x14\n\x0csent_time_us\x18\n \x01(\x03\")\n\x06\x43losed\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x03\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"n\n\x12GetSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04live\x18\x02 \x01(\x08\x12\x0e\n\x06\x66rames\x18\x03 \x01(\x03\x12\x12\n\nlast_index\x18\x04 \x01(\x03\x12\x12\n\nobject_ids\x18\x05 \x03(\x05\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"&\n\x14\x43loseSessionResponse\x12\x0e\n\x06\x63losed\x18\x01 \x01(\x08*~\n\x12\x42\x61\x63kpressurePolicy\x12#\n\x1f\x42\x41\x43KPRESSURE_POLICY_UNSPECIFIED\x10\x00\x12#\n\x1f\x42\x41\x43KPRESSURE_POLICY_EVERY_FRAME\x10\x01\x12\x1e\n\x1a\x42\x41\x43KPRESSURE_POLICY_LATEST\x10\x02*[\n\nMaskFormat\x12\x1b\n\x17MASK_FORMAT_UNSPECIFIED\x10\x00\x12\x13\n\x0fMASK_FORMAT_RLE\x10\x01\x12\x1b\n\x17MASK_FORMAT_INDEXED_PNG\x10\x02\x32\xe4\x01\n\x0cSegmentation\x12<\n\x05Track\x12\x16.isvos.v1.TrackRequest\x1a\x17.isvos.v1.TrackResponse(\x01\x30\x01\x12G\n\nGetSession\x12\x1b.isvos.v1.GetSessionRequest\x1a\x1c.isvos.v1.GetSessionResponse\x12M\n\x0c\x43loseSession\x12\x1d.isvos.v1.CloseSessionRequest\x1a\x1e.isvos.v1.CloseSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bisvos/v1/segmentation.proto\x12\x08isvos.v1\"\xb0\x01\n\x0cTrackRequest\x12\x1e\n\x04open\x18\x01 \x01(\x0b\x32\x0e.isvos.v1.OpenH\x00\x12 \n\x05\x66rame\x18\x02 \x01(\x0b\x32\x0f.isvos.v1.FrameH\x00\x12\x31\n\x0eremove_objects\x18\x03 \x01(\x0b\x32\x17.isvos.v1.RemoveObjectsH\x00\x12 \n\x05\x63lose\x18\x04 \x01(\x0b\x32\x0f.isvos.v1.CloseH\x00\x42\t\n\x07request\"\x8c\x01\n\rTrackResponse\x12\"\n\x06opened\x18\x01 \x01(\x0b\x32\x10.isvos.v1.OpenedH\x00\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x15.isvos.v1.FrameResultH\x00\x12\"\n\x06\x63losed\x18\x03 \x01(\x0b\x32\x10.isvos.v1.ClosedH\x00\x42\n\n\x08response\"\xef\x01\n\x04Open\x12\x0e\n\x06\x63onfig\x18\x01 \x01(\t\x12\x12\n\nshort_side\x18\x02 \x01(\x05\x12\'\n\x06memory\x18\x03 \x01(\x0b\x32\x17.isvos.v1.MemoryOptions\x12,\n\x06policy\x18\x04 \x01(\x0e\x32\x1c.isvos.v1.BackpressurePolicy\x12)\n\x0bmask_format\x18\x05 \x01(\x0e\x32\x14.isvos.v1.MaskFormat\x12\x14\n\x0cresume_token\x18\x06 \x01(\t\x12\x1b\n\x13last_received_index\x18\x07 \x01(\x03\x12\x0e\n\x06preset\x18\x08 \x01(\t\"a\n\rMemoryOptions\x12\x19\n\x11max_memory_frames\x18\x01 \x01(\x05\x12\x11\n\tmem_every\x18\x02 \x01(\x05\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x13\n\x0bmax_objects\x18\x04 \x01(\x05\"o\n\x05\x46rame\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x17\n\x0f\x63\x61pture_time_us\x18\x02 \x01(\x03\x12\x1e\n\x05image\x18\x03 \x01(\x0b\x32\x0f.isvos.v1.Image\x12\x1e\n\x05masks\x18\x04 \x01(\x0b\x32\x0f.isvos.v1.Masks\"l\n\x05Image\x12\x0e\n\x04jpeg\x18\x01 \x01(\x0cH\x00\x12\r\n\x03png\x18\x02 \x01(\x0cH\x00\x12\r\n\x03rgb\x18\x03 \x01(\x0cH\x00\x12\x0e\n\x04i420\x18\x04 \x01(\x0cH\x00\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x42\x06\n\x04\x64\x61ta\"?\n\x05Masks\x12\x15\n\x0bindexed_png\x18\x01 \x01(\x0cH\x00\x12\x17\n\rcoco_rle_json\x18\x02 \x01(\tH\x00\x42\x06\n\x04\x64\x61ta\"#\n\rRemoveObjects\x12\x12\n\nobject_ids\x18\x01 \x03(\x05\"\x07\n\x05\x43lose\"\x83\x01\n\x06Opened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12\x19\n\x11processing_height\x18\x03 \x01(\x05\x12\x18\n\x10processing_width\x18\x04 \x01(\x05\x12\x1a\n\x12resume_after_index\x18\x05 \x01(\x03\"3\n\nObjectMask\x12\x11\n\tobject_id\x18\x01 \x01(\x05\x12\x12\n\nrle_counts\x18\x02 \x01(\x0c\"\xea\x01\n\x0b\x46rameResult\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x17\n\x0f\x63\x61pture_time_us\x18\x02 \x01(\x03\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\r\n\x05width\x18\x04 \x01(\x05\x12%\n\x07objects\x18\x05 \x03(\x0b\x32\x14.isvos.v1.ObjectMask\x12\x13\n\x0bindexed_png\x18\x06 \x01(\x0c\x12\x0f\n\x07step_ms\x18\x07 \x01(\x01\x12\x17\n\x0f\x64ropped_indices\x18\x08 \x03(\x03\x12\x18\n\x10received_time_us\x18\t \x01(\x03\x12\x14\n\x0csent_time_us\x18\n \x01(\x03\")\n\x06\x43losed\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x03\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"n\n\x12GetSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04live\x18\x02 \x01(\x08\x12\x0e\n\x06\x66rames\x18\x03 \x01(\x03\x12\x12\n\nlast_index\x18\x04 \x01(\x03\x12\x12\n\nobject_ids\x18\x05 \x03(\x05\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"&\n\x14\x43loseSessionResponse\x12\x0e\n\x06\x63losed\x18\x01 \x01(\x08*~\n\x12\x42\x61\x63kpressurePolicy\x12#\n\x1f\x42\x41\x43KPRESSURE_POLICY_UNSPECIFIED\x10\x00\x12#\n\x1f\x42\x41\x43KPRESSURE_POLICY_EVERY_FRAME\x10\x01\x12\x1e\n\x1a\x42\x41\x43KPRESSURE_POLICY_LATEST\x10\x02*[\n\nMaskFormat\x12\x1b\n\x17MASK_FORMAT_UNSPECIFIED\x10\x00\x12\x13\n\x0fMASK_FORMAT_RLE\x10\x01\x12\x1b\n\x17MASK_FORMAT_INDEXED_PNG\x10\x02\x32\xe4\x01\n\x0cSegmentation\x12<\n\x05Track\x12\x16.isvos.v1.TrackRequest\x1a\x17.isvos.v1.TrackResponse(\x01\x30\x01\x12G\n\nGetSession\x12\x1b.isvos.v1.GetSessionRequest\x1a\x1c.isvos.v1.GetSessionResponse\x12M\n\x0c\x43loseSession\x12\x1d.isvos.v1.CloseSessionRequest\x1a\x1e.isvos.v1.CloseSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'isvos.v1.segmentation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BACKPRESSUREPOLICY']._serialized_start=1725
-  _globals['_BACKPRESSUREPOLICY']._serialized_end=1851
-  _globals['_MASKFORMAT']._serialized_start=1853
-  _globals['_MASKFORMAT']._serialized_end=1944
+  _globals['_BACKPRESSUREPOLICY']._serialized_start=1741
+  _globals['_BACKPRESSUREPOLICY']._serialized_end=1867
+  _globals['_MASKFORMAT']._serialized_start=1869
+  _globals['_MASKFORMAT']._serialized_end=1960
   _globals['_TRACKREQUEST']._serialized_start=42
   _globals['_TRACKREQUEST']._serialized_end=218
   _globals['_TRACKRESPONSE']._serialized_start=221
   _globals['_TRACKRESPONSE']._serialized_end=361
   _globals['_OPEN']._serialized_start=364
-  _globals['_OPEN']._serialized_end=587
-  _globals['_MEMORYOPTIONS']._serialized_start=589
-  _globals['_MEMORYOPTIONS']._serialized_end=686
-  _globals['_FRAME']._serialized_start=688
-  _globals['_FRAME']._serialized_end=799
-  _globals['_IMAGE']._serialized_start=801
-  _globals['_IMAGE']._serialized_end=909
-  _globals['_MASKS']._serialized_start=911
-  _globals['_MASKS']._serialized_end=974
-  _globals['_REMOVEOBJECTS']._serialized_start=976
-  _globals['_REMOVEOBJECTS']._serialized_end=1011
-  _globals['_CLOSE']._serialized_start=1013
-  _globals['_CLOSE']._serialized_end=1020
-  _globals['_OPENED']._serialized_start=1023
-  _globals['_OPENED']._serialized_end=1154
-  _globals['_OBJECTMASK']._serialized_start=1156
-  _globals['_OBJECTMASK']._serialized_end=1207
-  _globals['_FRAMERESULT']._serialized_start=1210
-  _globals['_FRAMERESULT']._serialized_end=1444
-  _globals['_CLOSED']._serialized_start=1446
-  _globals['_CLOSED']._serialized_end=1487
-  _globals['_GETSESSIONREQUEST']._serialized_start=1489
-  _globals['_GETSESSIONREQUEST']._serialized_end=1528
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1530
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1640
-  _globals['_CLOSESESSIONREQUEST']._serialized_start=1642
-  _globals['_CLOSESESSIONREQUEST']._serialized_end=1683
-  _globals['_CLOSESESSIONRESPONSE']._serialized_start=1685
-  _globals['_CLOSESESSIONRESPONSE']._serialized_end=1723
-  _globals['_SEGMENTATION']._serialized_start=1947
-  _globals['_SEGMENTATION']._serialized_end=2175
+  _globals['_OPEN']._serialized_end=603
+  _globals['_MEMORYOPTIONS']._serialized_start=605
+  _globals['_MEMORYOPTIONS']._serialized_end=702
+  _globals['_FRAME']._serialized_start=704
+  _globals['_FRAME']._serialized_end=815
+  _globals['_IMAGE']._serialized_start=817
+  _globals['_IMAGE']._serialized_end=925
+  _globals['_MASKS']._serialized_start=927
+  _globals['_MASKS']._serialized_end=990
+  _globals['_REMOVEOBJECTS']._serialized_start=992
+  _globals['_REMOVEOBJECTS']._serialized_end=1027
+  _globals['_CLOSE']._serialized_start=1029
+  _globals['_CLOSE']._serialized_end=1036
+  _globals['_OPENED']._serialized_start=1039
+  _globals['_OPENED']._serialized_end=1170
+  _globals['_OBJECTMASK']._serialized_start=1172
+  _globals['_OBJECTMASK']._serialized_end=1223
+  _globals['_FRAMERESULT']._serialized_start=1226
+  _globals['_FRAMERESULT']._serialized_end=1460
+  _globals['_CLOSED']._serialized_start=1462
+  _globals['_CLOSED']._serialized_end=1503
+  _globals['_GETSESSIONREQUEST']._serialized_start=1505
+  _globals['_GETSESSIONREQUEST']._serialized_end=1544
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1546
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1656
+  _globals['_CLOSESESSIONREQUEST']._serialized_start=1658
+  _globals['_CLOSESESSIONREQUEST']._serialized_end=1699
+  _globals['_CLOSESESSIONRESPONSE']._serialized_start=1701
+  _globals['_CLOSESESSIONRESPONSE']._serialized_end=1739
+  _globals['_SEGMENTATION']._serialized_start=1963
+  _globals['_SEGMENTATION']._serialized_end=2191
 # @@protoc_insertion_point(module_scope)

@@ -48,7 +48,7 @@ class TrackResponse(_message.Message):
     def __init__(self, opened: _Optional[_Union[Opened, _Mapping]] = ..., result: _Optional[_Union[FrameResult, _Mapping]] = ..., closed: _Optional[_Union[Closed, _Mapping]] = ...) -> None: ...
 
 class Open(_message.Message):
-    __slots__ = ("config", "short_side", "memory", "policy", "mask_format", "resume_token", "last_received_index")
+    __slots__ = ("config", "short_side", "memory", "policy", "mask_format", "resume_token", "last_received_index", "preset")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     SHORT_SIDE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Open(_message.Message):
     MASK_FORMAT_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LAST_RECEIVED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
     config: str
     short_side: int
     memory: MemoryOptions
@@ -63,7 +64,8 @@ class Open(_message.Message):
     mask_format: MaskFormat
     resume_token: str
     last_received_index: int
-    def __init__(self, config: _Optional[str] = ..., short_side: _Optional[int] = ..., memory: _Optional[_Union[MemoryOptions, _Mapping]] = ..., policy: _Optional[_Union[BackpressurePolicy, str]] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., resume_token: _Optional[str] = ..., last_received_index: _Optional[int] = ...) -> None: ...
+    preset: str
+    def __init__(self, config: _Optional[str] = ..., short_side: _Optional[int] = ..., memory: _Optional[_Union[MemoryOptions, _Mapping]] = ..., policy: _Optional[_Union[BackpressurePolicy, str]] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., resume_token: _Optional[str] = ..., last_received_index: _Optional[int] = ..., preset: _Optional[str] = ...) -> None: ...
 
 class MemoryOptions(_message.Message):
     __slots__ = ("max_memory_frames", "mem_every", "top_k", "max_objects")

@@ -98,3 +98,42 @@ def test_resume_refuses_a_state_holding_an_arbitrary_object(tmp_path):
     # The same file loads (and runs the object's code) when pickles are trusted.
     assert torch.load(run / "last.pt", weights_only=False)["extra"] == "ran"
     assert UNPICKLED == ["ran"]
+
+
+def test_the_weight_average_follows_the_weights_and_resumes_exactly(tmp_path):
+    from dataclasses import replace
+
+    from isvos.model.build import load_checkpoint_file
+    from isvos.train.loop import WeightAverage
+
+    model = build("tiny")
+    average = WeightAverage(model, decay=0.5)
+    first = {k: v.clone() for k, v in average.shadow.items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.update(model)  # decay min(0.5, 2/11): mostly the new weights
+    name = next(n for n, _ in model.named_parameters())
+    expected = first[name] + (1 - 2 / 11) * 1.0
+    assert torch.allclose(average.shadow[name], expected, atol=1e-6)
+    assert average.averaged(model).state_dict()[name].equal(average.shadow[name])
+
+    with_ema = lambda out: replace(options(out, 6), ema_decay=0.9)  # noqa: E731
+    straight = train(with_ema(tmp_path / "straight"))
+
+    class CutOff(Exception):
+        pass
+
+    def cut_off(step, record):
+        if step == 4:
+            raise CutOff
+
+    with pytest.raises(CutOff):
+        train(with_ema(tmp_path / "cut"), progress=cut_off)
+    train(with_ema(tmp_path / "cut"), resume=True)
+    a = load_checkpoint_file(straight / "final.pt")["state_dict"]
+    b = load_checkpoint_file(tmp_path / "cut" / "final.pt")["state_dict"]
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    raw = load_train_state(straight / "last.pt")["checkpoint"]["state_dict"]
+    assert not torch.allclose(a[name], raw[name])  # final.pt holds the average, not the raw

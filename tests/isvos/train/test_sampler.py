@@ -204,11 +204,16 @@ def _coded_image() -> tuple[np.ndarray, np.ndarray]:
     return image, labels
 
 
-def test_static_clip_exact() -> None:
+@pytest.mark.parametrize("strong", [False, True], ids=["affine", "non-rigid+occluder"])
+def test_static_clip_exact(strong: bool) -> None:
+    """Every object's pixels are its own colour under its label; with the strong stage (a
+    non-rigid warp per frame and an occluder) too: what the occluder covers is background."""
     image, labels = _coded_image()
     kernel = np.ones((5, 5), np.uint8)
+    extra = {"elastic": 0.06, "occluder_prob": 1.0} if strong else {}
     for seed in range(6):
-        clip = static_clip(image, labels, np.random.default_rng(seed), 3, fill=(0, 0, 0))
+        clip = static_clip(image, labels, np.random.default_rng(seed), 3, fill=(0, 0, 0),
+                           **extra)  # fmt: skip
         _check_clip(clip, 3, (96, 128), 3)
         colours = {}
         for t in range(3):
@@ -216,13 +221,19 @@ def test_static_clip_exact() -> None:
                 inner = cv2.erode((clip.labels[t] == k).astype(np.uint8), kernel).astype(bool)
                 px = clip.frames[t][inner]
                 if k == 0:  # blue background or black fill (and their blends)
-                    assert np.all(px[:, :2] == 0)
+                    assert strong or np.all(px[:, :2] == 0)  # (an occluder can be any colour)
                     continue
                 assert len(px) and np.all(px == px[0])  # one pure colour per object
                 colours.setdefault(k, tuple(px[0]))
                 assert colours[k] == tuple(px[0]) and colours[k] in ((255, 0, 0), (0, 255, 0))
         assert len(set(colours.values())) == len(colours)
         assert not np.array_equal(clip.labels[0], clip.labels[1])  # frames are warped
+    if not strong:
+        return
+    plain = static_clip(image, labels, np.random.default_rng(0), 3, fill=(0, 0, 0),
+                        elastic=0.06)  # fmt: skip
+    occluded = static_clip(image, labels, np.random.default_rng(0), 3, fill=(0, 0, 0), **extra)
+    assert (occluded.labels > 0).sum() < (plain.labels > 0).sum()  # the occluder hides some
     binary = (labels > 0).astype(np.uint8) * 255  # saliency-style 0/255 mask
     clip = static_clip(image, binary, np.random.default_rng(0), 3, augment=AugmentConfig())
     _check_clip(clip, 3, (240, 240), 1)

@@ -134,6 +134,7 @@ CASES = [
     ("bad memory options", "video", ["first"], {"memory": {"top_k": 0}}, 400,
      "invalid_argument"),
     ("no masks", "video", [], {}, 400, "invalid_argument"),
+    ("an unknown preset", "video", ["first"], {"preset": "best"}, 400, "invalid_argument"),
 ]  # fmt: skip
 
 

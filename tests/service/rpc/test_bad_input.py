@@ -116,6 +116,8 @@ def _cases(frame, first):
          grpc.StatusCode.INVALID_ARGUMENT, "invalid_size"),
         ("bad memory options", [pb.TrackRequest(open=pb.Open(memory=pb.MemoryOptions(
             max_memory_frames=1)))], grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+        ("an unknown preset", [pb.TrackRequest(open=pb.Open(preset="best"))],
+         grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
         ("an empty image", [open_, pb.TrackRequest(frame=pb.Frame(index=0))],
          grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
         ("an empty request", [*start, pb.TrackRequest()], grpc.StatusCode.INVALID_ARGUMENT,
