@@ -36,21 +36,23 @@ class AdaptOptions:
 
 def _clips(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
            options: AdaptOptions) -> tuple[torch.Tensor, torch.Tensor, list[int]]:  # fmt: skip
-    """A batch of deformed copies of the first frame: frame 0 is the frame itself."""
-    from isvos.train.augment import first_frame_ids, renumber_labels, static_clip
+    """A batch of clips: the first frame itself (the memory), then deformed copies of it
+    (the queries) whose labels keep the first frame's ids (an object warped out of view
+    simply has no pixels there)."""
+    from isvos.train.augment import IMAGE_FILL, first_frame_ids, renumber_labels
+    from isvos.train.augment import static_frame as deform
 
     ids = first_frame_ids(labels)
     labels = renumber_labels(labels, ids)
-    frames, targets, counts = [], [], []
+    frames, targets = [], []
     for _ in range(options.batch_size):
-        clip = static_clip(image, labels, rng, options.num_frames, max_objects=len(ids),
-                           degrees=10.0, scale=(0.9, 1.1), shear=5.0, translate=0.05,
-                           perspective=0.05, elastic=0.02)  # fmt: skip
-        clip.frames[0], clip.labels[0] = image, labels  # memory: the real first frame
-        frames.append(clip.frames)
-        targets.append(clip.labels)
-        counts.append(len(ids))
+        warped = [deform(image, labels, rng, degrees=10.0, scale=(0.9, 1.1), shear=5.0,
+                         translate=0.05, perspective=0.05, elastic=0.02, fill=IMAGE_FILL)
+                  for _ in range(options.num_frames - 1)]  # fmt: skip
+        frames.append(np.stack([image, *(f for f, _ in warped)]))
+        targets.append(np.stack([labels, *(lab for _, lab in warped)]))
     x = torch.from_numpy(np.stack(frames)).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    counts = [len(ids)] * options.batch_size
     return x, torch.from_numpy(np.stack(targets).astype(np.int64)), counts
 
 

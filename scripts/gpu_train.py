@@ -9,7 +9,7 @@ There (one call per chunk; the run folder stays on the machine while it is held,
 later call resumes it exactly; the weights come back as shards of <= 16 MB under $OUT):
 
     python3 scripts/gpu_train.py train --bundle .carry/gpu --config lite --recipe v2 \
-        --steps 20000 --chunk-seconds 480 --run .carry/gpu/runs/lite --export $OUT
+        --steps 20000 --chunk-seconds 480 --run runs/gpu/lite --export $OUT
 
 ``--config paper-r50`` trains the paper's network from the same bundle. The optimiser state
 (twice the weights) is too large to travel back: a run continued on a fresh machine starts
@@ -44,7 +44,7 @@ def main() -> None:
     run.add_argument("--crop", default="240x432", help="HxW training crop")
     run.add_argument("--lr", type=float, help="default: the recipe's")
     run.add_argument("--chunk-seconds", type=float, default=480.0)
-    run.add_argument("--run", default=".carry/gpu/runs/lite")
+    run.add_argument("--run", default="runs/gpu/lite", help="kept outside the carried bundle")
     run.add_argument("--init", default="", help="start from these weights (a new run)")
     run.add_argument("--device", default="cuda")
     run.add_argument("--export", help="folder for the sharded weights (e.g. $OUT)")
@@ -70,9 +70,12 @@ def main() -> None:
         steps=args.steps, batch_size=args.batch_size, crop_size=height, crop_width=width,
         device=device, init_checkpoint=args.init, eval_every=0, **overrides,
     )  # fmt: skip
+    resuming = (Path(args.run) / "last.pt").exists()
+    print(f"{'resuming' if resuming else 'starting'} {args.run}", file=sys.stderr, flush=True)
     started = time.monotonic()
     run, step = run_chunk(options, args.chunk_seconds)
-    report = {"run": str(run), "step": step, "of": args.steps, "device": device,
+    report = {"run": str(run), "resumed": resuming, "step": step, "of": args.steps,
+              "device": device,
               "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
     if args.export:
         manifest = export_shards(run, Path(args.export) / f"{args.config}.manifest.json")

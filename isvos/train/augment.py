@@ -20,6 +20,7 @@ __all__ = [
     "Clip",
     "composite_clip",
     "static_clip",
+    "static_frame",
     "adjust_color",
     "affine_matrix",
     "augment_clip",
@@ -53,7 +54,7 @@ class AugmentConfig:
     crop_size: tuple[int, int] = (240, 240)  # (height, width) of the output
     random_crop: bool = True  # False: resize the whole frame to crop_size
     scale: tuple[float, float] = (0.36, 1.0)  # crop area as a fraction of the frame area
-    ratio: tuple[float, float] = (0.75, 1.33)  # crop aspect (w / h)
+    ratio: tuple[float, float] = (0.75, 1.33)  # crop aspect (w / h) over the output's aspect
     hflip_prob: float = 0.5
     brightness: float = 0.2  # per-clip colour jitter amplitudes
     contrast: float = 0.2
@@ -242,7 +243,7 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig
         table = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma, 0, 255).astype(np.uint8)
         out = cv2.LUT(out, table)
     if cfg.motion_blur_prob and rng.random() < cfg.motion_blur_prob:
-        length = int(rng.integers(3, max(cfg.motion_blur_max, 3) + 1))
+        length = int(rng.integers(3, max(cfg.motion_blur_max, 3) + 1)) | 1  # odd: centred
         out = motion_blur(out, length, float(rng.uniform(0, 180)))
     if cfg.noise_prob and rng.random() < cfg.noise_prob:
         noise = rng.normal(0.0, rng.uniform(0, cfg.noise_std), out.shape)
@@ -279,8 +280,10 @@ def augment_clip(
     out_hw = (int(cfg.crop_size[0]), int(cfg.crop_size[1]))
     matrices: list[np.ndarray] = []
     for _ in range(max(1, cfg.max_tries)):
-        if cfg.random_crop:
-            box = random_resized_crop_box(h, w, rng, cfg.scale, cfg.ratio)
+        if cfg.random_crop:  # the box's aspect around the output's: no stretching
+            aspect = out_hw[1] / out_hw[0]
+            ratio = (cfg.ratio[0] * aspect, cfg.ratio[1] * aspect)
+            box = random_resized_crop_box(h, w, rng, cfg.scale, ratio)
         else:
             box = (0, 0, h, w)
         crop = _crop_matrix(box, out_hw, bool(rng.random() < cfg.hflip_prob))
@@ -438,6 +441,18 @@ def _warp_static(
     return image, labels
 
 
+def static_frame(
+    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *, degrees: float = 15.0,
+    scale: tuple[float, float] = (0.9, 1.1), shear: float = 10.0, translate: float = 0.1,
+    perspective: float = 0.1, elastic: float = 0.0, fill: tuple[int, int, int] = IMAGE_FILL,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One random deformation of ``image`` and ``labels`` (ids kept): affine + perspective,
+    then non-rigid with ``elastic`` > 0, as one resampling (exact masks)."""
+    h, w = labels.shape
+    matrix = _static_matrix(rng, h, w, degrees, scale, shear, translate, perspective)
+    return _warp_static(image, labels, matrix, rng, elastic, fill)
+
+
 def _occlude(frames: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> None:
     """Paste one occluder in front of every frame (in place): a patch of the first frame
     (or a solid colour) drifting a little; what it covers becomes background."""
@@ -494,12 +509,10 @@ def static_clip(
     if 255 in values and np.isin(values, (0, 255)).all():
         labels = (labels == 255).astype(np.uint8)
     labels = renumber_labels(labels, first_frame_ids(labels))
-    args = (degrees, scale, shear, translate, perspective)
+    deformation = {"degrees": degrees, "scale": scale, "shear": shear, "translate": translate,
+                   "perspective": perspective, "elastic": elastic, "fill": fill}  # fmt: skip
     for _ in range(max(1, max_tries)):
-        warped = [
-            _warp_static(image, labels, _static_matrix(rng, h, w, *args), rng, elastic, fill)
-            for _ in range(num_frames)
-        ]
+        warped = [static_frame(image, labels, rng, **deformation) for _ in range(num_frames)]
         out_labels = np.stack([lab for _, lab in warped])
         if first_frame_ids(out_labels):
             break

@@ -369,7 +369,8 @@ class ClipSampler:
         object (shifted, scaled, drifting) as another id: a look-alike pair."""
         skip = self.skip_at(step)
         clip = self.sample_single(rng, skip, self.max_objects)
-        if self.max_objects >= 2 and clip.num_objects == 1 and rng.random() < self.lookalike_prob:
+        pair = self.lookalike_prob and self.max_objects >= 2 and clip.num_objects == 1
+        if pair and rng.random() < self.lookalike_prob:
             clip = composite_clip(clip, clip, rng, max_objects=2, scale_range=(0.7, 1.0),
                                   max_shift=0.35)  # fmt: skip
         for _ in range(self.max_objects):

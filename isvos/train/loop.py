@@ -83,8 +83,8 @@ class TrainOptions:
     # as another object (look-alike pairs: identity, not appearance, tells them apart).
     lookalike_prob: float = 0.0
     # Static stage strength: non-rigid warp amplitude (fraction of the short side), occluders.
-    static_elastic: float = 0.05
-    static_occluder_prob: float = 0.5
+    static_elastic: float = 0.0
+    static_occluder_prob: float = 0.0
     # Exponential moving average of the weights (0: off). With it, evaluation and the saved
     # checkpoints (best.pt, final.pt) use the averaged weights; the raw ones are logged too.
     ema_decay: float = 0.0
@@ -97,6 +97,10 @@ class TrainOptions:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
+        if self.crop_width < 0 or self.crop_size < 1:
+            raise ValueError("crop_size must be positive and crop_width at least 0")
 
     @property
     def crop_hw(self) -> tuple[int, int]:
@@ -115,10 +119,11 @@ class SyntheticSource:
 
     def sample(self, rng: np.random.Generator, step: int) -> tuple[np.ndarray, np.ndarray, int]:
         objects = int(rng.integers(1, self.options.max_objects + 1))
-        size = self.options.crop_size
+        height, width = self.options.crop_hw
         frames, labels = synthetic_clip(
-            rng, num_frames=self.options.num_frames, height=size, width=size, num_objects=objects
-        )
+            rng, num_frames=self.options.num_frames, height=height, width=width,
+            num_objects=objects,
+        )  # fmt: skip
         present = [o for o in range(1, objects + 1) if (labels[0] == o).any()]
         lookup = np.zeros(256, np.uint8)
         lookup[present] = np.arange(1, len(present) + 1)
@@ -180,6 +185,8 @@ class WeightAverage:
         """A copy of ``model`` holding the averaged weights (in eval mode)."""
         copy = deepcopy(model)
         copy.load_state_dict({**model.state_dict(), **self.shadow})
+        for parameter in copy.parameters():
+            parameter.grad = None
         return copy.eval()
 
     def state(self) -> dict:
@@ -262,7 +269,6 @@ def train(
         _param_groups(model, options), lr=options.lr, weight_decay=options.weight_decay
     )
     rng = np.random.default_rng(options.seed)
-    average = WeightAverage(model, options.ema_decay) if options.ema_decay else None
     step = 0
     best = -math.inf
     state_path = out / "last.pt"
@@ -274,8 +280,10 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
         best = state.get("best", -math.inf)
-        if average is not None and "ema" in state:
-            average.load(state["ema"])
+    # Made after the resume: a run that turns the average on starts it from its weights.
+    average = WeightAverage(model, options.ema_decay) if options.ema_decay else None
+    if average is not None and resume and state_path.exists() and "ema" in state:
+        average.load(state["ema"])
         log.info("resumed %s at step %d", out, step)
     (out / "options.json").write_text(json.dumps(asdict(options), indent=1))
     source = make_source(options)

@@ -20,6 +20,9 @@ V2 = {
     "gamma": 0.2,
     "lookalike_prob": 0.2,
     "ema_decay": 0.99,
+    # Only used with a static stage (static_fraction > 0).
+    "static_elastic": 0.05,
+    "static_occluder_prob": 0.5,
 }
 RECIPES: dict[str, dict] = {"v1": V1, "v2": V2}
 

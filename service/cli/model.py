@@ -254,6 +254,12 @@ def train(
     static_fraction: Annotated[
         float, typer.Option(help="Fraction of the steps on deformed static frames")
     ] = 0.0,
+    static_elastic: Annotated[
+        float, typer.Option(help="Static stage: non-rigid warp (fraction of the short side)")
+    ] = 0.0,
+    static_occluder_prob: Annotated[
+        float, typer.Option(help="Static stage: chance of an occluder crossing the clip")
+    ] = 0.0,
     procedural_fraction: Annotated[
         float, typer.Option(help="Fraction of the clips drawn from the procedural generator")
     ] = 0.0,
@@ -292,6 +298,7 @@ def train(
             procedural_fraction=procedural_fraction, crop_width=crop_width,
             motion_blur_prob=motion_blur_prob, noise_prob=noise_prob, gamma=gamma,
             lookalike_prob=lookalike_prob, ema_decay=ema_decay, seed=seed,
+            static_elastic=static_elastic, static_occluder_prob=static_occluder_prob,
         )  # fmt: skip
     except ValueError as exc:
         fail(str(exc), EXIT_BAD_INPUT)

@@ -54,7 +54,7 @@ class JobOptions(BaseModel):
 
     config: str | None = Field(None, description="model config; must be the one served")
     size: int | None = Field(
-        None, ge=MIN_PROCESSING_SIDE, description="processing short side (default: the config's)"
+        None, ge=MIN_PROCESSING_SIDE, description="processing short side (default: the preset's)"
     )
     start: int = Field(0, ge=0, description="first frame to process")
     end: int | None = Field(None, ge=1, description="stop before this frame")

@@ -52,3 +52,22 @@ def test_adaptation_refuses_what_it_cannot_learn_from():
         adapt_to_first_frame(model, image, np.zeros_like(labels))
     with pytest.raises(ValueError):
         AdaptOptions(steps=0)
+
+
+def test_the_adaptation_clips_keep_each_object_its_first_frame_id():
+    """Frame 0 is the first frame itself; in the deformed copies each id still covers the
+    object that had it (its colour), whatever order the objects come in."""
+    from isvos.adapt import _clips
+
+    image, labels = _frame()
+    colours = {1: (230, 40, 40), 2: (40, 230, 40)}
+    for seed in range(6):
+        frames, targets, counts = _clips(image, labels, np.random.default_rng(seed),
+                                         AdaptOptions(batch_size=3, num_frames=3))  # fmt: skip
+        assert counts == [2, 2, 2]
+        pixels = (frames * 255).round().byte().permute(0, 1, 3, 4, 2).numpy()
+        np.testing.assert_array_equal(pixels[:, 0], np.broadcast_to(image, pixels[:, 0].shape))
+        for k, colour in colours.items():
+            inside = targets.numpy() == k
+            share = (np.abs(pixels[inside].astype(int) - colour).max(-1) < 30).mean()
+            assert share > 0.9, (seed, k, share)  # bilinear edges aside, the object's colour

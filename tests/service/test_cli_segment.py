@@ -96,6 +96,20 @@ def test_odd_sized_frame_folder(clip, tmp_path):
     assert [m.shape for m in read_masks(out)] == [(95, 157)] * 6
 
 
+def test_a_preset_sets_the_processing_size_unless_it_is_given(clip_video, tmp_path):
+    from isvos.presets import PRESETS
+
+    video, _, first = clip_video
+    sizes = {}
+    for name, extra in (("accurate", []), ("given", ["--size", "64"])):
+        out = tmp_path / name
+        result = segment(video, "--masks", first, "--out", out, "--preset", "accurate",
+                         "--end", "3", *extra)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        sizes[name] = min(json.loads((out / "summary.json").read_text())["processing_size"])
+    assert sizes == {"accurate": PRESETS["accurate"].short_side(96), "given": 64}
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [
@@ -111,6 +125,7 @@ def test_odd_sized_frame_folder(clip, tmp_path):
         ("tiny_size", "invalid_size"),
         ("huge_size", "resource_exhausted"),
         ("off_stride_masks", "skips"),
+        ("unknown_preset", "unknown preset 'best'"),
     ],
 )
 def test_bad_input_gives_a_clear_error(clip_video, tmp_path, case, message):
@@ -151,6 +166,8 @@ def test_bad_input_gives_a_clear_error(clip_video, tmp_path, case, message):
         extra = ["--size", "16"]
     elif case == "huge_size":
         extra = ["--size", "4000"]
+    elif case == "unknown_preset":
+        extra = ["--preset", "best"]
     elif case == "off_stride_masks":
         from pycocotools import mask as mask_utils
 

@@ -112,3 +112,28 @@ def test_recipes_resolve_to_checked_options():
         with pytest.raises(ValueError):
             TrainOptions(**bad)
     assert TrainOptions(crop_size=240, crop_width=432).crop_hw == (240, 432)
+
+
+def test_rectangular_crops_keep_the_objects_shape():
+    """A circle cropped to a 16:9 output stays round (the box's aspect follows the output)."""
+    frames = np.zeros((1, 240, 427, 3), np.uint8)
+    labels = np.zeros((1, 240, 427), np.uint8)
+    cv2.circle(labels[0], (213, 120), 60, 1, -1)
+    config = AugmentConfig(crop_size=(120, 216), frame_degrees=0.0, frame_shear=0.0)
+    whole = 0
+    for seed in range(10):
+        _, out, count = augment_clip(frames, labels, np.random.default_rng(seed), config)
+        ys, xs = np.nonzero(out[0])
+        if count == 0 or min(ys.min(), xs.min()) == 0 or ys.max() == 119 or xs.max() == 215:
+            continue  # cut by the crop's border: its extent says nothing
+        whole += 1
+        assert 0.7 < (np.ptp(xs) + 1) / (np.ptp(ys) + 1) < 1.45, seed
+    assert whole >= 3
+
+
+def test_synthetic_clips_take_the_crop_shape():
+    from isvos.train.loop import SyntheticSource
+
+    source = SyntheticSource(TrainOptions(crop_size=48, crop_width=80, num_frames=2))
+    frames, labels, _ = source.sample(np.random.default_rng(0), 0)
+    assert frames.shape == (2, 48, 80, 3) and labels.shape == (2, 48, 80)

@@ -240,3 +240,21 @@ def test_a_reconnect_after_the_final_event_ends_at_once(http, example_clip):
     with http.stream("GET", f"/v1/jobs/{job['id']}/events", headers=last, timeout=10) as response:
         assert list(_events(response)) == []
     assert time.monotonic() - started < 5
+
+
+def test_a_preset_is_resolved_into_the_stored_options(http, example_clip):
+    """The job shows the size and memory it runs with: the preset's, the caller's on top."""
+    from isvos.presets import PRESETS
+
+    video, masks = example_clip
+    options = {"preset": "fast", "memory": {"top_k": 7}, "outputs": []}
+    response = submit(http, video, [masks], options)
+    assert response.status_code == 202, response.text
+    job = wait_for(http, response.json()["id"])
+    fast = PRESETS["fast"]
+    assert job["status"] == "succeeded", job
+    stored = job["options"]
+    assert stored["preset"] == "fast" and stored["size"] == fast.short_side(96)
+    assert stored["memory"]["top_k"] == 7
+    assert stored["memory"]["mem_every"] == fast.mem_every
+    assert stored["memory"]["max_memory_frames"] == fast.max_memory_frames
