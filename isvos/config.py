@@ -141,7 +141,12 @@ TINY = ISVOSConfig(
     default_short_side=96,
 )
 
-CONFIGS: dict[str, ISVOSConfig] = {c.name: c for c in (PAPER_R50, LITE, TINY)}
+# The lite network on the deeper (Lite1) and deeper and wider (Lite2) backbones, to measure
+# against Lite0 (docs/model_card.md); no checkpoint ships for them.
+LITE1 = dataclasses.replace(LITE, name="lite1", backbone="efficientnet_lite1")
+LITE2 = dataclasses.replace(LITE, name="lite2", backbone="efficientnet_lite2")
+
+CONFIGS: dict[str, ISVOSConfig] = {c.name: c for c in (PAPER_R50, LITE, LITE1, LITE2, TINY)}
 
 
 def get_config(name: str) -> ISVOSConfig:

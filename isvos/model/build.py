@@ -66,7 +66,7 @@ def build(
         config = get_config(config)
     model = ISVOS(config)
     if checkpoint is None:
-        if config.backbone == "efficientnet_lite0" and config.pretrained_backbone:
+        if config.backbone.startswith("efficientnet_lite") and config.pretrained_backbone:
             model.backbone.load_imagenet_weights()
     else:
         payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint_file(checkpoint)

