@@ -92,7 +92,8 @@ def main() -> None:
     per_sequence: dict[str, dict] = {name: {} for name in points}
     started = time.perf_counter()
     adapt_seconds: dict[str, list[float]] = {name: [] for name in points}
-    for weights, sequences in _pairs(args):
+    pairs = _pairs(args)
+    for weights, sequences in pairs:
         model = build(args.config, weights)
         engine = Engine(EagerRunner(model))
         for seq in sequences:
@@ -134,8 +135,8 @@ def main() -> None:
     base = rows[next(iter(rows))]["step_ms"]
     for row in rows.values():
         row["step_vs_first"] = round(row["step_ms"] / base, 2)
-    print(json.dumps({"config": args.config, "pairs": [p[0] for p in _pairs(args)],
-                      "sequences": sum(len(p[1]) for p in _pairs(args)), "rows": rows,
+    print(json.dumps({"config": args.config, "pairs": [p[0] for p in pairs],
+                      "sequences": sum(len(p[1]) for p in pairs), "rows": rows,
                       "threads": args.threads, "median_of": args.steps,
                       "seconds": round(time.perf_counter() - started, 1),
                       "statistics": "median"}, indent=1))  # fmt: skip
