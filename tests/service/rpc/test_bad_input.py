@@ -169,8 +169,10 @@ def test_keys_deadlines_and_stream_limits(redis_server, tmp_path, clip_frames):
         no_key = await _call(server.target, opening)
         bad_key = await _call(server.target, opening, metadata=(("authorization", "Bearer x"),))
         ok = await _call(server.target, [*start, pb.TrackRequest(close=pb.Close())], key)
-        # A deadline that passes while the client still streams ends the call.
-        slow = await _call(server.target, start, key, timeout=0.001)
+        # A deadline that passes while the stream is open ends the call. The client writes only
+        # the Open, well inside the deadline, then waits: a write racing the deadline would
+        # make grpc's client report its own INTERNAL instead of the call's status.
+        slow = await _call(server.target, start[:1], key, timeout=1.5, half_close=False)
         await asyncio.sleep(1.0)  # the server lets go of the expired call
         # Two streams held open (the limit), a third refused.
         async with grpc.aio.insecure_channel(server.target) as ch:
@@ -192,4 +194,5 @@ def test_keys_deadlines_and_stream_limits(redis_server, tmp_path, clip_frames):
     assert bad_key[1:3] == (grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
     assert ok[1] == grpc.StatusCode.OK and ok[0][-1].WhichOneof("response") == "closed"
     assert slow[1] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [r.WhichOneof("response") for r in slow[0]] == ["opened"], slow[0]
     assert third[1:3] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted"), third
